@@ -1,0 +1,117 @@
+"""MFCC features of fixed-length clips and their per-coefficient standardisation.
+
+A clip of ``clip_seconds`` at ``sample_rate`` becomes ``(n_mfcc, frames)`` with
+``frames = round(clip_seconds * sample_rate / hop_length)``: 20 x 500 for the default 5 s at 16 kHz, hop 10 ms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+import torchaudio
+
+__all__ = ["FeatureConfig", "MFCCExtractor", "Standardizer"]
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    sample_rate: int = 16000
+    clip_seconds: float = 5.0
+    n_mfcc: int = 20
+    n_fft: int = 512
+    hop_length: int = 160
+    n_mels: int = 40
+    f_min: float = 50.0
+    f_max: float | None = None  # None: Nyquist
+
+    def __post_init__(self) -> None:
+        checks = {
+            "sample_rate": self.sample_rate >= 1000,
+            "clip_seconds": self.clip_seconds > 0,
+            "n_mfcc": 1 <= self.n_mfcc <= self.n_mels,
+            "n_fft": self.n_fft >= 16,
+            "hop_length": 1 <= self.hop_length <= self.n_fft,
+            "n_mels": self.n_mels >= 1,
+            "f_min": 0 <= self.f_min < (self.f_max or self.sample_rate / 2),
+            "f_max": self.f_max is None or self.f_max <= self.sample_rate / 2,
+        }
+        for key, ok in checks.items():
+            if not ok:
+                raise ValueError(f"features.{key}: invalid value {getattr(self, key)!r}")
+
+    @property
+    def clip_samples(self) -> int:
+        return round(self.clip_seconds * self.sample_rate)
+
+    @property
+    def frames(self) -> int:
+        return round(self.clip_samples / self.hop_length)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FeatureConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"features: unknown key(s) {sorted(unknown)}; allowed: {sorted(known)}")
+        return cls(**d)
+
+
+class MFCCExtractor:
+    """``torchaudio.transforms.MFCC`` with the frame count pinned to :attr:`FeatureConfig.frames`."""
+
+    def __init__(self, config: FeatureConfig) -> None:
+        self.config = config
+        self.transform = torchaudio.transforms.MFCC(
+            sample_rate=config.sample_rate,
+            n_mfcc=config.n_mfcc,
+            melkwargs={
+                "n_fft": config.n_fft,
+                "hop_length": config.hop_length,
+                "n_mels": config.n_mels,
+                "f_min": config.f_min,
+                "f_max": config.f_max,
+                "center": True,
+            },
+        )
+
+    @torch.no_grad()
+    def __call__(self, clips: np.ndarray | torch.Tensor) -> np.ndarray:
+        """``(n, clip_samples)`` float → float32 ``(n, n_mfcc, frames)``; a single clip drops the leading axis."""
+        x = torch.as_tensor(clips, dtype=torch.float32)
+        if x.shape[-1] != self.config.clip_samples:
+            raise ValueError(f"expected clips of {self.config.clip_samples} samples, got {x.shape[-1]}")
+        mfcc = self.transform(x)  # center=True gives frames + 1; drop the last half-window frame
+        return mfcc[..., : self.config.frames].contiguous().numpy()
+
+
+class Standardizer:
+    """Per-coefficient mean/std, fitted on the training split only and applied to every split."""
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray) -> None:
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.std = np.asarray(std, dtype=np.float32)
+
+    @classmethod
+    def fit(cls, train: np.ndarray, eps: float = 1e-6) -> Standardizer:
+        """``train``: ``(n, n_mfcc, frames)``; statistics over clips and frames, accumulated in float64."""
+        if train.ndim != 3 or train.shape[0] == 0:
+            raise ValueError(f"need training features of shape (n>0, n_mfcc, frames), got {train.shape}")
+        mean = train.mean(axis=(0, 2), dtype=np.float64)
+        std = np.sqrt(((train - mean[None, :, None]) ** 2).mean(axis=(0, 2), dtype=np.float64))
+        return cls(mean, np.maximum(std, eps))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean[:, None]) / self.std[:, None]).astype(np.float32, copy=False)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, list[float]]) -> Standardizer:
+        return cls(np.asarray(d["mean"]), np.asarray(d["std"]))

@@ -1,0 +1,96 @@
+"""CNNs over MFCC "images": input (batch, n_mfcc, frames) float, output (batch, n_classes) logits.
+
+`AudioCNN` is the study's Phase 0/2A network (4 conv blocks, 32-64-128-256 channels, 256-unit hidden layer);
+`AudioCNNv2` its Phase 2B network (5 blocks, 64-128-256-512-512, 512-unit hidden layer, ~4.2M parameters at
+89 classes). Pooling uses ``ceil_mode`` so the 20-coefficient axis survives five halvings (20→10→5→3→2→1) and any
+input with at least 32 frames works; global average pooling makes the head independent of the clip length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["MODELS", "AudioCNN", "AudioCNNv2", "build_model", "count_parameters"]
+
+
+def _conv_block(c_in: int, c_out: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False),  # bias is redundant before batch norm
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2, ceil_mode=True),
+        nn.Dropout2d(dropout) if dropout > 0 else nn.Identity(),
+    )
+
+
+class _SpectroCNN(nn.Module):
+    """Conv blocks → global average pool → hidden layer → classifier."""
+
+    min_frames = 32
+
+    def __init__(
+        self,
+        n_classes: int,
+        channels: Sequence[int],
+        hidden: int,
+        conv_dropout: float = 0.1,
+        head_dropout: float = 0.3,
+    ) -> None:
+        super().__init__()
+        if n_classes < 2:
+            raise ValueError(f"n_classes must be >= 2, got {n_classes}")
+        self.n_classes = n_classes
+        blocks, c_in = [], 1
+        for c_out in channels:
+            blocks.append(_conv_block(c_in, c_out, conv_dropout))
+            c_in = c_out
+        self.features = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(c_in, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(head_dropout),
+            nn.Linear(hidden, n_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 3:
+            raise ValueError(f"expected input of shape (batch, n_mfcc, frames), got {tuple(x.shape)}")
+        if x.shape[-1] < self.min_frames:
+            raise ValueError(f"need at least {self.min_frames} frames, got {x.shape[-1]}")
+        x = x.unsqueeze(1)  # (B, 1, n_mfcc, frames): coefficients x time as a one-channel image
+        return self.head(self.pool(self.features(x)))
+
+
+class AudioCNN(_SpectroCNN):
+    """The study's 4-block CNN (Phase 0 and 2A): channels 32-64-128-256, hidden layer 256."""
+
+    def __init__(self, n_classes: int, conv_dropout: float = 0.1, head_dropout: float = 0.3) -> None:
+        super().__init__(n_classes, (32, 64, 128, 256), 256, conv_dropout, head_dropout)
+
+
+class AudioCNNv2(_SpectroCNN):
+    """The study's larger CNN (Phase 2B): channels 64-128-256-512-512, hidden layer 512."""
+
+    def __init__(self, n_classes: int, conv_dropout: float = 0.1, head_dropout: float = 0.3) -> None:
+        super().__init__(n_classes, (64, 128, 256, 512, 512), 512, conv_dropout, head_dropout)
+
+
+MODELS: dict[str, type[_SpectroCNN]] = {"AudioCNN": AudioCNN, "AudioCNNv2": AudioCNNv2}
+
+
+def build_model(name: str, n_classes: int, **kwargs: float) -> nn.Module:
+    """Instantiate a model by its name in :data:`MODELS` (so params can choose it)."""
+    try:
+        cls = MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS)}") from None
+    return cls(n_classes, **kwargs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

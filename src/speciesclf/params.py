@@ -1,0 +1,175 @@
+"""Validate ``params.yaml`` before any work: unknown keys, wrong types and out-of-range values stop a stage with
+one line naming the key and what is allowed (a typo passed with ``dvc exp run -S`` must not silently do nothing).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from speciesclf.models import MODELS
+
+__all__ = ["ParamsError", "load_params", "validate"]
+
+
+class ParamsError(ValueError):
+    """A bad value in params.yaml; ``str()`` is the one line to show the user."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    types: tuple[type, ...]
+    check: Callable[[Any], bool] = lambda v: True
+    allowed: str = ""
+    optional: bool = False  # may be null
+
+
+def _num(lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False) -> Rule:
+    def ok(v: Any) -> bool:
+        if not math.isfinite(v):
+            return False
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            return False
+        return not (hi is not None and (v >= hi if hi_open else v > hi))
+
+    lo_s = "" if lo is None else f"{'>' if lo_open else '>='} {lo}"
+    hi_s = "" if hi is None else f"{'<' if hi_open else '<='} {hi}"
+    return Rule((int, float), ok, "a number " + " and ".join(s for s in (lo_s, hi_s) if s))
+
+
+def _int(lo: int | None = None, hi: int | None = None) -> Rule:
+    rng = " and ".join(s for s in (lo is not None and f">= {lo}", hi is not None and f"<= {hi}") if s)
+    return Rule((int,), lambda v: (lo is None or v >= lo) and (hi is None or v <= hi), f"an integer {rng}".strip())
+
+
+def _choice(*options: str) -> Rule:
+    return Rule((str,), lambda v: v in options, f"one of {', '.join(options)}")
+
+
+def _gammas(v: list[Any]) -> bool:
+    return len(v) > 0 and all(isinstance(g, int | float) and not isinstance(g, bool) and 0 <= g < 100 for g in v)
+
+
+_MODEL = _choice(*MODELS)
+_BOOL = Rule((bool,), allowed="true or false")
+
+SCHEMA: dict[str, Any] = {
+    "seed": _int(0, 2**32 - 1),
+    "data": {
+        "source": _choice("synthetic", "folder", "csv"),
+        "path": Rule((str,), allowed="a path (folder of species sub-folders, or a CSV file)", optional=True),
+        "on_error": _choice("skip", "fail"),
+        "min_recordings": _int(3),
+    },
+    "synthetic": {
+        "n_species": _int(2, 10000),
+        "min_clips": _int(3),
+        "imbalance": _num(1),
+        "clips_per_recording": _int(1),
+        "snr_db": Rule(
+            (list,),
+            lambda v: len(v) == 2 and all(isinstance(x, int | float) for x in v) and v[0] <= v[1],
+            "a list [low, high] of dB values with low <= high",
+        ),
+        "distractor_prob": _num(0, 1),
+        "confusable_fraction": _num(0, 1),
+        "audio_format": _choice("wav", "flac"),
+    },
+    "features": {
+        "sample_rate": _int(8000, 384000),
+        "clip_seconds": _num(0.1, 60),
+        "train_hop_seconds": _num(0, 60, lo_open=True),
+        "n_mfcc": _int(1, 128),
+        "n_fft": _int(16, 65536),
+        "hop_length": _int(1, 65536),
+        "n_mels": _int(1, 512),
+        "f_min": _num(0),
+        "f_max": Rule((int, float), lambda v: v > 0, "a positive number or null", optional=True),
+    },
+    "split": {
+        "val": _num(0, 1, lo_open=True, hi_open=True),
+        "test": _num(0, 1, lo_open=True, hi_open=True),
+        "seed": _int(0, 2**32 - 1),
+    },
+    "loss": {
+        "gamma": _num(0, 100),
+        "alpha": Rule(
+            (int, float, str),
+            lambda v: v == "balanced" if isinstance(v, str) else 0 < v <= 100,
+            "a number > 0, 'balanced', or null",
+            optional=True,
+        ),
+        "beta": _num(0, 1, hi_open=True),
+        "label_smoothing": _num(0, 1, hi_open=True),
+    },
+    "models": {"baseline": _MODEL, "phase2a": _MODEL, "phase2b": _MODEL, "sweep": _MODEL},
+    "train": {
+        "epochs": _int(1, 10000),
+        "batch_size": _int(1, 65536),
+        "lr": _num(0, 10, lo_open=True),
+        "weight_decay": _num(0, 10),
+        "warmup_epochs": _int(0, 10000),
+        "patience": _int(1, 10000),
+        "device": _choice("auto", "cpu", "cuda", "mps"),
+        "threads": _int(0, 1024),
+    },
+    "sweep": {"gammas": Rule((list,), _gammas, "a non-empty list of numbers in [0, 100)")},
+    "evaluate": {"rare_threshold": _int(1)},
+    "report": {
+        "phase2a_min_accuracy": _num(0, 1),
+        "phase2a_min_f1_macro": _num(0, 1),
+        "phase2b_min_f1_macro": _num(0, 1),
+        "stretch_min_accuracy": _num(0, 1),
+        "stretch_min_f1_macro": _num(0, 1),
+    },
+}
+
+
+def _walk(params: dict[str, Any], schema: dict[str, Any], prefix: str) -> None:
+    if not isinstance(params, dict):
+        raise ParamsError(f"{prefix.rstrip('.') or 'params'}: expected a mapping of {sorted(schema)}")
+    for key in params:
+        if key not in schema:
+            where = prefix.rstrip(".") or "top level"
+            raise ParamsError(f"{prefix}{key}: unknown key; allowed in {where}: {', '.join(sorted(schema))}")
+    for key, rule in schema.items():
+        name = f"{prefix}{key}"
+        if key not in params:
+            raise ParamsError(f"{name}: missing")
+        value = params[key]
+        if isinstance(rule, dict):
+            _walk(value, rule, f"{name}.")
+            continue
+        if value is None and rule.optional:
+            continue
+        bad_type = (isinstance(value, bool) and bool not in rule.types) or not isinstance(value, rule.types)
+        if bad_type or not rule.check(value):
+            raise ParamsError(f"{name}: got {value!r}; allowed: {rule.allowed}")
+
+
+def validate(params: dict[str, Any]) -> dict[str, Any]:
+    """Check every key of a params mapping against :data:`SCHEMA`; returns it unchanged."""
+    _walk(params, SCHEMA, "")
+    if params["split"]["val"] + params["split"]["test"] >= 1:
+        raise ParamsError("split.val + split.test: must leave a training share (sum < 1)")
+    if params["data"]["source"] != "synthetic" and not params["data"]["path"]:
+        raise ParamsError(f"data.path: required when data.source is {params['data']['source']!r}")
+    return params
+
+
+def load_params(path: str | os.PathLike[str] = "params.yaml") -> dict[str, Any]:
+    """Read and validate params.yaml; raises :class:`ParamsError` with a one-line message."""
+    path = Path(path)
+    try:
+        params = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return validate(params if params is not None else {})

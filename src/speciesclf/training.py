@@ -1,0 +1,283 @@
+"""The training loop: warm-up + cosine learning rate, early stopping on validation macro-F1, best checkpoint.
+
+The training split lives on the device as one tensor and each epoch walks a seeded permutation of it: no
+per-sample Dataset/DataLoader, whose Python overhead dominates for inputs this small (see ``make bench``).
+On CPU every run with the same seed and thread count is bit-identical (``torch.use_deterministic_algorithms``);
+on CUDA a few kernels have no deterministic variant, so GPU runs are repeatable only up to float rounding.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import f1_score
+from torch import nn
+
+from speciesclf.io import atomic_path
+
+__all__ = ["EpochStats", "NonFiniteLossError", "TrainConfig", "TrainResult", "Trainer", "resolve_device", "seed_all"]
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/inf loss; the message names the epoch and batch."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 50
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 5
+    min_lr_ratio: float = 0.01  # cosine decay ends at lr * min_lr_ratio
+    patience: int = 7  # epochs without a better validation macro-F1 before stopping
+    grad_clip: float | None = 5.0
+    eval_batch_size: int = 256
+    device: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1,
+            "lr": self.lr > 0,
+            "weight_decay": self.weight_decay >= 0,
+            "warmup_epochs": self.warmup_epochs >= 0,
+            "min_lr_ratio": 0 <= self.min_lr_ratio <= 1,
+            "patience": self.patience >= 1,
+            "grad_clip": self.grad_clip is None or self.grad_clip > 0,
+            "eval_batch_size": self.eval_batch_size >= 1,
+            "device": self.device in DEVICES,
+        }
+        for key, ok in checks.items():
+            if not ok:
+                raise ValueError(f"train.{key}: invalid value {getattr(self, key)!r}")
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    val_f1_macro: float
+    lr: float
+    seconds: float
+    peak_memory_mb: float
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    epochs_run: int
+    best_val_f1_macro: float
+    stopped_early: bool
+    train_seconds: float
+    device: str
+    history: list[EpochStats] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def seed_all(seed: int) -> None:
+    """Seed every generator training touches and demand deterministic kernels."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required for deterministic cuBLAS
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    # strict on CPU (every op used has a deterministic kernel); CUDA lacks some (e.g. adaptive pooling backward)
+    torch.use_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
+
+
+def resolve_device(name: str) -> torch.device:
+    if name not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {name!r}")
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but torch sees no CUDA device")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps' requested but torch sees no MPS device")
+    return torch.device(name)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # ru_maxrss is KiB on Linux, bytes on macOS
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+class Trainer:
+    """Train a classifier on in-memory features ``(n, n_mfcc, frames)`` with integer labels ``(n,)``.
+
+    ``callbacks`` are called with each epoch's :class:`EpochStats` (a stage plugs dvclive in here);
+    ``log`` receives one progress line per epoch (``None`` silences it).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: nn.Module | None = None,
+        config: TrainConfig | None = None,
+        callbacks: Sequence[Callable[[EpochStats], None]] = (),
+        log: Callable[[str], None] | None = print,
+    ) -> None:
+        self.config = config or TrainConfig()
+        self.device = resolve_device(self.config.device)
+        self.model = model.to(self.device)
+        self.loss_fn = (loss_fn or nn.CrossEntropyLoss()).to(self.device)
+        self.callbacks = list(callbacks)
+        self.log = log
+
+    # -- schedule -------------------------------------------------------------------------------------------
+    def _lr_factor(self, step: int, steps_per_epoch: int) -> float:
+        """Linear warm-up over ``warmup_epochs``, then cosine decay to ``min_lr_ratio`` at the last epoch."""
+        cfg = self.config
+        warm = cfg.warmup_epochs * steps_per_epoch
+        if step < warm:
+            return (step + 1) / warm
+        total = max(cfg.epochs * steps_per_epoch - warm, 1)
+        progress = min((step - warm) / total, 1.0)
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    # -- evaluation -----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_logits(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Logits ``(n, C)`` in eval mode, batched; returned on the CPU as float32."""
+        self.model.eval()
+        x = torch.as_tensor(x, dtype=torch.float32)
+        out = [
+            self.model(x[i : i + self.config.eval_batch_size].to(self.device)).float().cpu()
+            for i in range(0, len(x), self.config.eval_batch_size)
+        ]
+        return torch.cat(out) if out else torch.empty(0, 0)
+
+    def predict_proba(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        return torch.softmax(self.predict_logits(x), dim=1).numpy()
+
+    # -- training -------------------------------------------------------------------------------------------
+    def fit(
+        self,
+        x_train: np.ndarray,
+        y_train: np.ndarray,
+        x_val: np.ndarray,
+        y_val: np.ndarray,
+        checkpoint: str | os.PathLike[str] | None = None,
+    ) -> TrainResult:
+        """Train; restore the weights of the best validation macro-F1 epoch and save them to ``checkpoint``."""
+        cfg = self.config
+        if len(x_train) == 0 or len(x_val) == 0:
+            raise ValueError(f"need non-empty training and validation sets, got {len(x_train)} and {len(x_val)}")
+        seed_all(cfg.seed)
+        gen = torch.Generator().manual_seed(cfg.seed)  # owns the shuffling, independent of dropout's stream
+        xt = torch.as_tensor(x_train, dtype=torch.float32).to(self.device)
+        yt = torch.as_tensor(y_train, dtype=torch.long).to(self.device)
+        yv = torch.as_tensor(y_val, dtype=torch.long)
+        n = len(xt)
+        steps_per_epoch = math.ceil(n / cfg.batch_size)
+        opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: self._lr_factor(s, steps_per_epoch))
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+        best_f1, best_epoch, best_state = -1.0, 0, None
+        history: list[EpochStats] = []
+        t_start = time.perf_counter()
+        for epoch in range(1, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            lr = opt.param_groups[0]["lr"]
+            self.model.train()
+            order = torch.randperm(n, generator=gen).to(self.device)
+            loss_sum = torch.zeros((), device=self.device)
+            for b, start in enumerate(range(0, n, cfg.batch_size)):
+                idx = order[start : start + cfg.batch_size]
+                if len(idx) < 2 and n > 1:
+                    continue  # batch norm cannot train on a lone sample; it is seen again next epoch
+                loss = self.loss_fn(self.model(xt[idx]), yt[idx])
+                if not torch.isfinite(loss):
+                    raise NonFiniteLossError(f"non-finite training loss ({loss.item()}) at epoch {epoch}, batch {b}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                opt.step()
+                sched.step()
+                loss_sum += loss.detach() * len(idx)
+
+            logits = self.predict_logits(x_val)
+            val_loss = float(nn.functional.cross_entropy(logits, yv))
+            pred = logits.argmax(1).numpy()
+            stats = EpochStats(
+                epoch=epoch,
+                train_loss=float(loss_sum) / n,
+                val_loss=val_loss,
+                val_accuracy=float((pred == y_val).mean()),
+                val_f1_macro=float(f1_score(y_val, pred, labels=np.unique(y_val), average="macro", zero_division=0)),
+                lr=lr,
+                seconds=time.perf_counter() - t0,
+                peak_memory_mb=_peak_memory_mb(self.device),
+            )
+            history.append(stats)
+            improved = stats.val_f1_macro > best_f1
+            if improved:
+                best_f1, best_epoch = stats.val_f1_macro, epoch
+                best_state = copy.deepcopy(self.model.state_dict())
+            if self.log:
+                self.log(
+                    f"epoch {epoch:3d}/{cfg.epochs} train_loss {stats.train_loss:.4f} val_loss {val_loss:.4f} "
+                    f"val_acc {stats.val_accuracy:.3f} val_f1 {stats.val_f1_macro:.3f} lr {lr:.2e} "
+                    f"{stats.seconds:.1f}s{' *' if improved else ''}"
+                )
+            for cb in self.callbacks:
+                cb(stats)
+            if epoch - best_epoch >= cfg.patience:
+                break
+
+        assert best_state is not None
+        self.model.load_state_dict(best_state)
+        result = TrainResult(
+            best_epoch=best_epoch,
+            epochs_run=len(history),
+            best_val_f1_macro=best_f1,
+            stopped_early=len(history) < cfg.epochs,
+            train_seconds=time.perf_counter() - t_start,
+            device=str(self.device),
+            history=history,
+        )
+        if checkpoint is not None:
+            save_checkpoint(self.model, checkpoint, best_epoch=best_epoch)
+        return result
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], **meta: Any) -> None:
+    """Weights (on the CPU, so any machine can load them) plus small metadata, written whole."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    # serialise in memory: saving to the temp path would embed its random name in the archive, changing bytes
+    buf = io.BytesIO()
+    torch.save({"model_state": state, **meta}, buf)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    return torch.load(Path(path), map_location="cpu", weights_only=True)
