@@ -69,6 +69,8 @@ SCHEMA: dict[str, Any] = {
     },
     "synthetic": {
         "n_species": _int(2, 10000),
+        "clip_seconds": _num(0.1, 60),
+        "sample_rate": _int(16000, 384000),
         "min_clips": _int(3),
         "imbalance": _num(1),
         "clips_per_recording": _int(1),
