@@ -70,6 +70,7 @@ def train_model(
         "norm": read_json(features_dir / "norm.json"),
         "loss": loss if loss is not None else {"name": "cross_entropy"},
         "train": asdict(config),
+        "precision": result.precision,
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "stopped_early": result.stopped_early,

@@ -35,8 +35,8 @@ class FeatureConfig:
             "n_fft": self.n_fft >= 16,
             "hop_length": 1 <= self.hop_length <= self.n_fft,
             "n_mels": self.n_mels >= 1,
-            "f_min": 0 <= self.f_min < (self.f_max or self.sample_rate / 2),
-            "f_max": self.f_max is None or self.f_max <= self.sample_rate / 2,
+            "f_max": self.f_max is None or 0 < self.f_max <= self.sample_rate / 2,
+            "f_min": 0 <= self.f_min < (self.f_max if self.f_max is not None else self.sample_rate / 2),
         }
         for key, ok in checks.items():
             if not ok:

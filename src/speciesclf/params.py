@@ -119,6 +119,7 @@ SCHEMA: dict[str, Any] = {
         "warmup_epochs": _int(0, 10000),
         "patience": _int(1, 10000),
         "device": _choice("auto", "cpu", "cuda", "mps"),
+        "precision": _choice("auto", "fp32", "bf16"),
         "threads": _int(0, 1024),
     },
     "sweep": {"gammas": Rule((list,), _gammas, "a non-empty list of numbers in [0, 100)")},
@@ -160,6 +161,9 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
     _walk(params, SCHEMA, "")
     if params["split"]["val"] + params["split"]["test"] >= 1:
         raise ParamsError("split.val + split.test: must leave a training share (sum < 1)")
+    feats = params["features"]
+    if feats["train_hop_seconds"] > feats["clip_seconds"]:
+        raise ParamsError("features.train_hop_seconds: must be <= features.clip_seconds (a larger hop skips audio)")
     if params["data"]["source"] != "synthetic" and not params["data"]["path"]:
         raise ParamsError(f"data.path: required when data.source is {params['data']['source']!r}")
     return params

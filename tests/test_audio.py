@@ -1,0 +1,206 @@
+"""Tests for speciesclf.audio: decoding real files, downmixing, resampling, error reasons and windowing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from speciesclf.audio import AudioError, fit_length, load_audio, load_mono, resample, window_starts, windows
+
+TARGET_SR = 16000
+
+
+def _tone(sr: int, seconds: float, freq: float = 440.0, amp: float = 0.5) -> np.ndarray:
+    t = np.arange(round(sr * seconds)) / sr
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def _peak_hz(wave: np.ndarray, sr: int) -> float:
+    spectrum = np.abs(np.fft.rfft(wave * np.hanning(len(wave))))
+    return float(np.fft.rfftfreq(len(wave), 1 / sr)[spectrum.argmax()])
+
+
+@pytest.mark.parametrize(
+    ("sr", "fmt", "subtype", "channels"),
+    [
+        (8000, "WAV", "PCM_16", 1),
+        (44100, "WAV", "PCM_16", 2),
+        (48000, "FLAC", "PCM_16", 1),
+        (16000, "FLAC", "PCM_24", 2),
+        (44100, "WAV", "FLOAT", 1),
+    ],
+)
+def test_load_mono_rate_length_and_pitch(tmp_path: Path, sr: int, fmt: str, subtype: str, channels: int) -> None:
+    seconds = 1.0
+    mono = _tone(sr, seconds)
+    data = np.stack([mono, mono * 0.5], axis=1) if channels == 2 else mono
+    path = tmp_path / f"tone.{fmt.lower()}"
+    sf.write(path, data, sr, format=fmt, subtype=subtype)
+
+    wave = load_mono(path, TARGET_SR)
+    assert wave.ndim == 1
+    assert wave.dtype == np.float32
+    expected = len(mono) * TARGET_SR / sr
+    assert abs(len(wave) - expected) <= 1
+    assert np.isfinite(wave).all()
+    assert _peak_hz(wave, TARGET_SR) == pytest.approx(440.0, abs=2.0)
+    # the level survives downmix and resampling (mean of the channels; sine RMS = amp / sqrt(2))
+    amp = 0.5 * (0.75 if channels == 2 else 1.0)
+    core = wave[len(wave) // 10 : -len(wave) // 10]
+    assert np.sqrt(np.mean(core**2)) == pytest.approx(amp / np.sqrt(2), rel=0.03)
+
+
+def test_load_audio_channels_first(tmp_path: Path) -> None:
+    left, right = _tone(8000, 0.1, 300), _tone(8000, 0.1, 600)
+    path = tmp_path / "stereo.wav"
+    sf.write(path, np.stack([left, right], axis=1), 8000, subtype="FLOAT")
+    data, sr = load_audio(path)
+    assert sr == 8000
+    assert data.shape == (2, len(left))
+    assert data.dtype == np.float32
+    assert data.flags.c_contiguous
+    np.testing.assert_array_equal(data[0], left)
+    np.testing.assert_array_equal(data[1], right)
+    np.testing.assert_allclose(load_mono(path, 8000), (left + right) / 2, atol=1e-7)
+
+
+def test_load_mono_same_rate_is_exact(tmp_path: Path) -> None:
+    x = _tone(TARGET_SR, 0.25)
+    path = tmp_path / "same.wav"
+    sf.write(path, x, TARGET_SR, subtype="FLOAT")
+    np.testing.assert_array_equal(load_mono(path, TARGET_SR), x)
+
+
+def test_resample_noop_when_rates_match() -> None:
+    x = np.arange(10, dtype=np.float32)
+    assert resample(x, 16000, 16000) is x
+
+
+def test_unreadable(tmp_path: Path) -> None:
+    path = tmp_path / "noise.wav"
+    path.write_bytes(np.random.default_rng(0).bytes(2048))
+    with pytest.raises(AudioError) as exc:
+        load_audio(path)
+    assert exc.value.reason == "unreadable"
+    assert exc.value.path == str(path)
+    assert str(path) in str(exc.value)
+
+
+def test_missing_file_is_unreadable(tmp_path: Path) -> None:
+    with pytest.raises(AudioError) as exc:
+        load_audio(tmp_path / "nope.wav")
+    assert exc.value.reason == "unreadable"
+
+
+def test_empty(tmp_path: Path) -> None:
+    path = tmp_path / "empty.wav"
+    sf.write(path, np.zeros((0, 1), dtype=np.float32), 16000, subtype="PCM_16")
+    with pytest.raises(AudioError) as exc:
+        load_mono(path, TARGET_SR)
+    assert exc.value.reason == "empty"
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite(tmp_path: Path, bad: float) -> None:
+    x = _tone(16000, 0.1)
+    x[100] = bad
+    path = tmp_path / "bad.wav"
+    sf.write(path, x, 16000, subtype="FLOAT")
+    with pytest.raises(AudioError) as exc:
+        load_audio(path)
+    assert exc.value.reason == "non_finite"
+
+
+def test_audio_error_is_value_error() -> None:
+    err = AudioError("x.wav", "empty", "zero samples")
+    assert isinstance(err, ValueError)
+    assert str(err) == "x.wav: empty (zero samples)"
+
+
+def test_fit_length_crops() -> None:
+    x = np.arange(10, dtype=np.float32)
+    np.testing.assert_array_equal(fit_length(x, 4), x[:4])
+    np.testing.assert_array_equal(fit_length(x, 10), x)
+
+
+def test_fit_length_wrap_pads() -> None:
+    x = np.array([1.0, 2.0, 3.0], dtype=np.float32)
+    out = fit_length(x, 8)
+    np.testing.assert_array_equal(out, [1, 2, 3, 1, 2, 3, 1, 2])
+    assert out.dtype == np.float32
+
+
+def test_fit_length_batched_last_axis() -> None:
+    x = np.array([[1.0, 2.0], [3.0, 4.0]])
+    np.testing.assert_array_equal(fit_length(x, 5), [[1, 2, 1, 2, 1], [3, 4, 3, 4, 3]])
+
+
+def _covered(starts: list[int], window: int, n: int) -> np.ndarray:
+    mask = np.zeros(n, dtype=bool)
+    for s in starts:
+        mask[s : s + window] = True
+    return mask
+
+
+def test_window_starts_short_recording() -> None:
+    assert window_starts(50, 100, 25) == [0]
+    assert window_starts(100, 100, 25) == [0]
+
+
+def test_window_starts_exact_multiple() -> None:
+    assert window_starts(300, 100, 100) == [0, 100, 200]
+
+
+def test_window_starts_tail_gets_end_aligned_window() -> None:
+    assert window_starts(350, 100, 100) == [0, 100, 200, 250]
+
+
+def test_window_starts_overlap() -> None:
+    assert window_starts(200, 100, 50) == [0, 50, 100]
+
+
+def test_window_starts_invalid() -> None:
+    with pytest.raises(ValueError, match="hop"):
+        window_starts(100, 10, 0)
+    with pytest.raises(ValueError, match="window"):
+        window_starts(100, 0, 10)
+
+
+@pytest.mark.parametrize("n", [1, 99, 100, 101, 150, 199, 200, 201, 999, 1000, 1001])
+@pytest.mark.parametrize(("window", "hop"), [(100, 100), (100, 37), (100, 99), (100, 1)])
+def test_window_starts_cover_everything(n: int, window: int, hop: int) -> None:
+    starts = window_starts(n, window, hop)
+    assert starts == sorted(set(starts))
+    assert all(s >= 0 and (s + window <= n or n <= window) for s in starts)
+    assert _covered(starts, window, n).all()
+    if n > window:
+        assert starts[-1] == n - window  # the last window ends with the recording
+
+
+def test_window_starts_hop_longer_than_window_skips_gaps() -> None:
+    # hop > window subsamples the recording: gaps between windows, but the tail is still end-aligned
+    starts = window_starts(1000, 100, 150)
+    assert starts == [0, 150, 300, 450, 600, 750, 900]
+    assert starts[-1] + 100 == 1000
+
+
+def test_windows_values() -> None:
+    x = np.arange(350, dtype=np.float32)
+    w = windows(x, 100, 100)
+    assert w.shape == (4, 100)
+    np.testing.assert_array_equal(w[0], x[:100])
+    np.testing.assert_array_equal(w[-1], x[250:])
+
+
+def test_windows_short_recording_is_padded() -> None:
+    x = np.arange(30, dtype=np.float32)
+    w = windows(x, 100, 50)
+    assert w.shape == (1, 100)
+    np.testing.assert_array_equal(w[0], fit_length(x, 100))
+
+
+def test_windows_overlap_shape() -> None:
+    assert windows(np.zeros(200, dtype=np.float32), 100, 50).shape == (3, 100)

@@ -1,0 +1,101 @@
+"""Tests for speciesclf.models: shapes, parameter budgets, the model registry and input checks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from speciesclf.models import MODELS, AudioCNN, AudioCNNv2, build_model, count_parameters
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread() -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("cls", [AudioCNN, AudioCNNv2])
+@pytest.mark.parametrize("frames", [32, 500, 501])
+def test_output_shape(cls: type, frames: int) -> None:
+    torch.manual_seed(0)
+    model = cls(7).eval()
+    with torch.no_grad():
+        out = model(torch.randn(3, 20, frames))
+    assert out.shape == (3, 7)
+    assert out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+
+
+def test_parameter_counts() -> None:
+    v2 = count_parameters(AudioCNNv2(89))
+    assert 4.2e6 * 0.9 <= v2 <= 4.2e6 * 1.1
+    v1 = count_parameters(AudioCNN(89))
+    assert 0.40e6 <= v1 <= 0.55e6
+    # the head is the only part that depends on the number of classes
+    assert count_parameters(AudioCNN(90)) - v1 == 256 + 1
+
+
+def test_count_parameters_skips_frozen() -> None:
+    model = AudioCNN(5)
+    total = count_parameters(model)
+    for p in model.head.parameters():
+        p.requires_grad_(False)
+    assert count_parameters(model) == total - sum(p.numel() for p in model.head.parameters())
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_build_model_by_name(name: str) -> None:
+    model = build_model(name, 4, conv_dropout=0.0, head_dropout=0.0)
+    assert type(model) is MODELS[name]
+    assert model.n_classes == 4
+
+
+def test_build_model_unknown_name() -> None:
+    with pytest.raises(ValueError, match="AudioCNNX") as exc:
+        build_model("AudioCNNX", 4)
+    for name in MODELS:
+        assert name in str(exc.value)
+
+
+def test_too_few_classes() -> None:
+    with pytest.raises(ValueError, match="n_classes"):
+        AudioCNN(1)
+
+
+@pytest.mark.parametrize("cls", [AudioCNN, AudioCNNv2])
+def test_too_few_frames(cls: type) -> None:
+    model = cls(3).eval()
+    with pytest.raises(ValueError, match="32 frames"):
+        model(torch.zeros(2, 20, 31))
+
+
+@pytest.mark.parametrize("shape", [(20, 64), (2, 1, 20, 64), (64,)])
+def test_wrong_ndim(shape: tuple[int, ...]) -> None:
+    model = AudioCNN(3).eval()
+    with pytest.raises(ValueError, match=r"\(batch, n_mfcc, frames\)"):
+        model(torch.zeros(shape))
+
+
+@pytest.mark.parametrize("cls", [AudioCNN, AudioCNNv2])
+def test_eval_mode_is_deterministic(cls: type) -> None:
+    torch.manual_seed(0)
+    model = cls(5).eval()
+    x = torch.randn(4, 20, 64)
+    with torch.no_grad():
+        a, b = model(x), model(x)
+    assert torch.equal(a, b)
+    # in eval mode a sample's logits do not depend on the rest of its batch (batch norm uses running stats)
+    with torch.no_grad():
+        single = model(x[:1])
+    torch.testing.assert_close(single, a[:1], rtol=1e-4, atol=1e-5)
+
+
+def test_train_mode_dropout_varies() -> None:
+    torch.manual_seed(0)
+    model = AudioCNN(5, head_dropout=0.5).train()
+    x = torch.randn(4, 20, 64)
+    assert not torch.equal(model(x), model(x))

@@ -1,0 +1,310 @@
+"""Tests for speciesclf.params: a valid mapping passes; every kind of mistake stops with a line naming the key."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from speciesclf.models import MODELS
+from speciesclf.params import SCHEMA, ParamsError, load_params, validate
+
+
+def valid_params() -> dict[str, Any]:
+    """A complete, valid params mapping, built by hand (independent of the repository's params.yaml)."""
+    return {
+        "seed": 0,
+        "data": {"source": "synthetic", "path": None, "on_error": "skip", "min_recordings": 3},
+        "synthetic": {
+            "n_species": 8,
+            "clip_seconds": 5.0,
+            "sample_rate": 16000,
+            "min_clips": 3,
+            "imbalance": 10.0,
+            "clips_per_recording": 2,
+            "snr_db": [-3.0, 20.0],
+            "distractor_prob": 0.5,
+            "confusable_fraction": 0.3,
+            "audio_format": "wav",
+        },
+        "features": {
+            "sample_rate": 16000,
+            "clip_seconds": 5.0,
+            "train_hop_seconds": 2.5,
+            "n_mfcc": 20,
+            "n_fft": 512,
+            "hop_length": 160,
+            "n_mels": 40,
+            "f_min": 50.0,
+            "f_max": None,
+        },
+        "split": {"val": 0.15, "test": 0.15, "seed": 0},
+        "loss": {"gamma": 2.0, "alpha": 0.25, "beta": 0.999, "label_smoothing": 0.0},
+        "models": {"baseline": "AudioCNN", "phase2a": "AudioCNN", "phase2b": "AudioCNNv2", "sweep": "AudioCNN"},
+        "train": {
+            "epochs": 50,
+            "batch_size": 32,
+            "lr": 0.001,
+            "weight_decay": 0.0001,
+            "warmup_epochs": 5,
+            "patience": 7,
+            "device": "auto",
+            "threads": 0,
+            "precision": "auto",
+        },
+        "sweep": {"gammas": [1.0, 2.0, 3.0]},
+        "evaluate": {"rare_threshold": 5},
+        "report": {
+            "phase2a_min_accuracy": 0.40,
+            "phase2a_min_f1_macro": 0.15,
+            "phase2b_min_f1_macro": 0.20,
+            "stretch_min_accuracy": 0.50,
+            "stretch_min_f1_macro": 0.25,
+        },
+    }
+
+
+def _with(dotted: str, value: Any) -> dict[str, Any]:
+    params = valid_params()
+    *parents, key = dotted.split(".")
+    node = params
+    for p in parents:
+        node = node[p]
+    node[key] = value
+    return params
+
+
+def _without(dotted: str) -> dict[str, Any]:
+    params = valid_params()
+    *parents, key = dotted.split(".")
+    node = params
+    for p in parents:
+        node = node[p]
+    del node[key]
+    return params
+
+
+def _error(params: Any) -> str:
+    with pytest.raises(ParamsError) as exc:
+        validate(params)
+    message = str(exc.value)
+    assert "\n" not in message  # one line for the user
+    return message
+
+
+def _keys(schema: dict[str, Any], prefix: str = "") -> set[str]:
+    out = set()
+    for k, v in schema.items():
+        out |= _keys(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}"}
+    return out
+
+
+def test_fixture_covers_schema() -> None:
+    # if this fails the schema gained or lost a key: update valid_params() above
+    assert _keys(valid_params()) == _keys(SCHEMA)
+
+
+def test_valid_passes_unchanged() -> None:
+    params = valid_params()
+    before = copy.deepcopy(params)
+    assert validate(params) is params
+    assert params == before
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value"),
+    [
+        ("data.source", "folder"),  # with a path, below
+        ("loss.alpha", "balanced"),
+        ("loss.alpha", None),
+        ("loss.alpha", 1),
+        ("loss.gamma", 0),
+        ("features.f_max", 8000),
+        ("features.f_max", 7999.5),
+        ("train.device", "cpu"),
+        ("train.lr", 1),  # an int where a number is expected
+        ("sweep.gammas", [0, 0.5, 5]),
+        ("models.baseline", "AudioCNNv2"),
+        ("split.val", 0.49),
+        ("data.on_error", "fail"),
+        ("synthetic.audio_format", "flac"),
+    ],
+)
+def test_other_valid_values(dotted: str, value: Any) -> None:
+    params = _with(dotted, value)
+    if dotted == "data.source":
+        params["data"]["path"] = "/data/calls"
+    validate(params)
+
+
+def test_unknown_nested_key() -> None:
+    params = valid_params()
+    params["loss"]["gama"] = 2.0
+    message = _error(params)
+    assert "loss.gama" in message
+    assert "unknown key" in message
+    for allowed in ("alpha", "beta", "gamma", "label_smoothing"):
+        assert allowed in message
+
+
+def test_unknown_top_level_key() -> None:
+    params = valid_params()
+    params["trian"] = {}
+    message = _error(params)
+    assert message.startswith("trian:")
+    assert "top level" in message
+    assert "train" in message
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value"),
+    [
+        ("loss.gamma", -1),
+        ("loss.gamma", 100.5),
+        ("loss.gamma", math.nan),
+        ("loss.alpha", 0),
+        ("loss.alpha", "balancd"),
+        ("loss.beta", 1.0),
+        ("loss.label_smoothing", 1),
+        ("train.epochs", 0),
+        ("train.patience", 0),
+        ("train.batch_size", -4),
+        ("train.lr", 0),
+        ("train.lr", math.inf),
+        ("train.warmup_epochs", -1),
+        ("train.device", "gpu"),
+        ("train.threads", -1),
+        ("seed", -1),
+        ("seed", 2**32),
+        ("data.source", "url"),
+        ("data.on_error", "ignore"),
+        ("data.min_recordings", 2),
+        ("synthetic.n_species", 1),
+        ("synthetic.snr_db", [20.0, -3.0]),
+        ("synthetic.snr_db", [0.0]),
+        ("synthetic.distractor_prob", 1.5),
+        ("synthetic.audio_format", "mp3"),
+        ("features.f_max", 0),
+        ("features.clip_seconds", 0.0),
+        ("features.train_hop_seconds", 0),
+        ("split.val", 0),
+        ("split.test", 1.0),
+        ("evaluate.rare_threshold", 0),
+        ("report.phase2a_min_accuracy", 1.2),
+    ],
+)
+def test_out_of_range(dotted: str, value: Any) -> None:
+    message = _error(_with(dotted, value))
+    assert message.startswith(f"{dotted}: got {value!r}; allowed: ")
+
+
+@pytest.mark.parametrize("gammas", [[], [-1.0], [1.0, 100.0], [1.0, "2"], [True], 2.0, None])
+def test_bad_gammas(gammas: Any) -> None:
+    message = _error(_with("sweep.gammas", gammas))
+    assert message.startswith("sweep.gammas:")
+    assert "non-empty list" in message
+
+
+@pytest.mark.parametrize("section", ["baseline", "phase2a", "phase2b", "sweep"])
+def test_unknown_model(section: str) -> None:
+    message = _error(_with(f"models.{section}", "ResNet50"))
+    assert f"models.{section}" in message
+    assert "ResNet50" in message
+    for name in MODELS:
+        assert name in message
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value"),
+    [
+        ("train.epochs", "ten"),
+        ("train.epochs", 10.0),  # a float where an integer is required
+        ("train.epochs", True),  # bool is an int subclass in Python, never a valid count
+        ("train.lr", True),
+        ("train.lr", "1e-3"),
+        ("loss.alpha", False),
+        ("loss.gamma", [2.0]),
+        ("data.path", 5),
+        ("models.sweep", None),
+        ("train.epochs", None),
+    ],
+)
+def test_wrong_type(dotted: str, value: Any) -> None:
+    message = _error(_with(dotted, value))
+    assert message.startswith(f"{dotted}: got {value!r}")
+
+
+@pytest.mark.parametrize("dotted", ["train.patience", "loss.gamma", "seed", "report", "data.path"])
+def test_missing_key(dotted: str) -> None:
+    assert _error(_without(dotted)) == f"{dotted}: missing"
+
+
+def test_section_not_a_mapping() -> None:
+    message = _error(_with("train", 5))
+    assert message.startswith("train:")
+    assert "mapping" in message
+    assert "epochs" in message
+
+
+def test_top_level_not_a_mapping() -> None:
+    assert _error([1, 2]).startswith("params:")
+
+
+@pytest.mark.parametrize(("val", "test"), [(0.5, 0.5), (0.6, 0.45), (0.9, 0.2)])
+def test_split_fractions_must_leave_training(val: float, test: float) -> None:
+    params = valid_params()
+    params["split"].update(val=val, test=test)
+    assert "split.val + split.test" in _error(params)
+
+
+@pytest.mark.parametrize("source", ["folder", "csv"])
+@pytest.mark.parametrize("path", [None, ""])
+def test_folder_or_csv_needs_path(source: str, path: Any) -> None:
+    params = valid_params()
+    params["data"].update(source=source, path=path)
+    message = _error(params)
+    assert message.startswith("data.path:")
+    assert source in message
+
+
+def test_load_params_valid(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(valid_params()), encoding="utf-8")
+    assert load_params(path) == valid_params()
+
+
+def test_load_params_malformed_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  epochs: [1, 2\n  lr: 0.1\n", encoding="utf-8")
+    with pytest.raises(ParamsError) as exc:
+        load_params(path)
+    assert str(path) in str(exc.value)
+    assert "not valid YAML" in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_load_params_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere" / "params.yaml"
+    with pytest.raises(ParamsError) as exc:
+        load_params(path)
+    assert str(exc.value) == f"{path}: not found"
+
+
+def test_load_params_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("", encoding="utf-8")
+    with pytest.raises(ParamsError, match="missing"):
+        load_params(path)
+
+
+def test_load_params_typo_override(tmp_path: Path) -> None:
+    params = valid_params()
+    params["loss"]["gama"] = 3.0  # what `dvc exp run -S loss.gama=3` would write
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params), encoding="utf-8")
+    with pytest.raises(ParamsError, match=r"loss\.gama"):
+        load_params(path)

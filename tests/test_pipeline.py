@@ -1,0 +1,118 @@
+"""The real pipeline, tiny, in a temporary git repository: `dvc repro`, `dvc exp run -S`, `dvc metrics diff`.
+
+Slow (a couple of minutes: twelve stages, each a fresh Python with torch), so marked `slow`; `make test` runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+METRIC_KEYS = {"accuracy", "balanced_accuracy", "f1_macro", "f1_weighted", "f1_rare", "top5_accuracy", "n_test",
+               "train_seconds", "best_epoch", "epochs_run", "window", "recording"}  # fmt: skip
+RUNS = ["baseline", "phase2a", "phase2b", "gamma_sweep/gamma_1.0", "gamma_sweep/gamma_2.0", "gamma_sweep/gamma_3.0"]
+
+
+def sh(repo: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    r = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def tiny_params(params: dict) -> dict:
+    params["synthetic"].update(n_species=5, imbalance=3.0, clip_seconds=1.0)
+    params["features"].update(clip_seconds=1.0, train_hop_seconds=1.0)
+    params["train"].update(epochs=2, warmup_epochs=1, patience=2)
+    return params
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = tmp_path_factory.mktemp("pipeline")
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, repo / name)
+    for name in ("stages", "src", ".dvc"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))
+    params = tiny_params(yaml.safe_load((repo / "params.yaml").read_text()))
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (repo / ".gitignore").write_text("/data/\n/models/\n")
+    sh(repo, "git", "init", "-q")
+    sh(repo, "git", "config", "user.email", "ci@example.com")
+    sh(repo, "git", "config", "user.name", "ci")
+    sh(repo, "dvc", "repro")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "baseline run")
+    sh(repo, "git", "tag", "baseline")
+    return repo
+
+
+def test_repro_writes_every_metric_plot_and_report(repo: Path) -> None:
+    for run in RUNS:
+        metrics = json.loads((repo / f"metrics/{run}.json").read_text())
+        assert set(metrics) >= METRIC_KEYS, f"{run}: missing {METRIC_KEYS - set(metrics)}"
+        assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["n_test"] > 0
+        assert {"accuracy", "f1_macro", "f1_rare"} <= set(metrics["recording"])
+        per_class = json.loads((repo / f"metrics/plots/{run}/per_class.json").read_text())
+        assert {"species", "f1", "precision", "recall", "support", "train_count"} <= set(per_class[0])
+        confusion = json.loads((repo / f"metrics/plots/{run}/confusion.json").read_text())
+        assert len(confusion) == metrics["n_test"] and {"actual", "predicted"} == set(confusion[0])
+        assert (repo / f"metrics/train/{run}/plots/metrics/val_f1_macro.tsv").exists()
+    summary = json.loads((repo / "metrics/summary.json").read_text())
+    assert set(summary["models"]) == set(RUNS)
+    assert [s["gamma"] for s in summary["gamma_sweep"]] == [1.0, 2.0, 3.0]
+    assert {"phase2a", "phase2b", "stretch"} <= set(summary["verdict"])
+    report = (repo / "reports/results.md").read_text()
+    for heading in ("All models", "γ sensitivity", "rarest species", "Go / no-go"):
+        assert heading in report
+    assert "Data and pipelines are up to date" in sh(repo, "dvc", "status").stdout
+    plots = sh(repo, "dvc", "plots", "show", "-o", "plots_html")
+    assert "WARNING" not in plots.stdout + plots.stderr
+
+
+def _lock(repo: Path) -> dict:
+    return yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+
+
+def test_exp_run_gamma_reruns_exactly_the_dependent_stages(repo: Path) -> None:
+    before = _lock(repo)
+    r = sh(repo, "dvc", "exp", "run", "-S", "loss.gamma=1.0")
+    ran = {line.split("'")[1] for line in r.stdout.splitlines() if line.startswith("Running stage")}
+    assert ran == {"train_phase2a", "train_phase2b", "evaluate@phase2a", "evaluate@phase2b", "report"}
+    after = _lock(repo)
+    changed = {name for name in before if before[name] != after[name]}
+    assert changed <= ran and {"train_phase2a", "train_phase2b"} <= changed
+    assert "Data and pipelines are up to date" in sh(repo, "dvc", "status").stdout
+    diff = json.loads(sh(repo, "dvc", "metrics", "diff", "baseline", "--json").stdout)
+    assert "metrics/phase2a.json" in diff and "metrics/baseline.json" not in diff
+    assert "loss.gamma" in sh(repo, "dvc", "params", "diff", "baseline").stdout
+    shown = sh(repo, "dvc", "exp", "show", "--json").stdout
+    assert '"loss"' in shown and "phase2a.json" in shown
+
+
+def test_mistyped_param_is_rejected_by_name(repo: Path) -> None:
+    r = sh(repo, "dvc", "exp", "run", "-S", "+loss.gama=1.0", check=False)
+    assert r.returncode != 0
+    assert "loss.gama: unknown key" in r.stdout + r.stderr
+
+
+def test_two_runs_give_identical_lock_hashes(repo: Path) -> None:
+    sh(repo, "git", "checkout", "-q", "--", ".")  # back to the committed run, leaving the experiment
+    sh(repo, "dvc", "checkout", "-q")
+    before = _lock(repo)
+    sh(repo, "dvc", "repro", "--force", "--single-item", "prepare", "featurize", "train_baseline", "evaluate@baseline")
+    after = _lock(repo)
+    for stage in ("prepare", "featurize", "train_baseline", "evaluate@baseline"):
+        assert after[stage] == before[stage], stage
