@@ -35,7 +35,7 @@ def flatten(obj: object, prefix: str = "") -> dict[str, float]:
 
 def main() -> int:
     files = sorted(
-        p.as_posix() for p in Path("metrics").rglob("*.json") if "plots" not in p.parts and "train" not in p.parts
+        p.as_posix() for p in Path("metrics").rglob("*.json") if "eval" not in p.parts and "train" not in p.parts
     )
     committed = {f: git_show(f) for f in files}
     lock_before = git_show("dvc.lock")

@@ -1,10 +1,12 @@
 """Stage `evaluate@<run>`: test-split metrics of a trained model.
 
-    python stages/evaluate.py baseline|phase2a|phase2b   → metrics/<run>.json, metrics/plots/<run>/
+    python stages/evaluate.py baseline|phase2a|phase2b   → metrics/<run>.json, metrics/eval/<run>/
     python stages/evaluate.py gamma_sweep                → the same for every γ in sweep.gammas
 
 metrics/<run>.json holds the headline (window-level) keys at the top, `window` and `recording` sections, and the
-training facts. Its `train_seconds` is wall-clock, so the file is a top-level DVC metric, not a hashed output.
+training facts. Its `train_seconds` is wall-clock, so the file is a top-level DVC metric, not a hashed output; the
+stage's hashed output metrics/eval/<run>/ holds the same scores without it (scores.json), the per-species table
+and the confusion pairs (DVC plots), so identical runs give identical hashes and changed scores re-run the report.
 """
 
 import sys
@@ -32,10 +34,11 @@ def evaluate_run(run: str, rare_threshold: int) -> None:
         "window": window,
         "recording": result["recording"],
     }
+    with atomic_dir(f"metrics/eval/{run}") as out:
+        write_json(out / "scores.json", {k: v for k, v in metrics.items() if k != "train_seconds"})
+        write_json(out / "per_class.json", result["per_class"])
+        write_json(out / "confusion.json", result["confusion"])
     write_json(f"metrics/{run}.json", metrics)
-    with atomic_dir(f"metrics/plots/{run}") as plots:
-        write_json(plots / "per_class.json", result["per_class"])
-        write_json(plots / "confusion.json", result["confusion"])
     print(
         f"evaluate {run}: accuracy {window['accuracy']:.3f} f1_macro {window['f1_macro']:.3f} "
         f"f1_rare {window['f1_rare']} (n_test {window['n_test']})"

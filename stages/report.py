@@ -14,7 +14,7 @@ def main() -> None:
     gammas = params["sweep"]["gammas"]
     runs = [*PHASES, *sweep_runs(gammas)]
     metrics = {run: read_json(f"metrics/{run}.json") for run in runs}
-    per_class = {run: read_json(f"metrics/plots/{run}/per_class.json") for run in PHASES}
+    per_class = {run: read_json(f"metrics/eval/{run}/per_class.json") for run in PHASES}
     summary = build_summary(metrics, per_class, gammas, params["report"])
     write_json("metrics/summary.json", summary)
     Path("reports").mkdir(exist_ok=True)

@@ -18,7 +18,13 @@ def valid_params() -> dict[str, Any]:
     """A complete, valid params mapping, built by hand (independent of the repository's params.yaml)."""
     return {
         "seed": 0,
-        "data": {"source": "synthetic", "path": None, "on_error": "skip", "min_recordings": 3},
+        "data": {
+            "source": "synthetic",
+            "path": "src/speciesclf/synth.py",
+            "csv": None,
+            "on_error": "skip",
+            "min_recordings": 3,
+        },
         "synthetic": {
             "n_species": 8,
             "clip_seconds": 5.0,
@@ -137,7 +143,7 @@ def test_valid_passes_unchanged() -> None:
 def test_other_valid_values(dotted: str, value: Any) -> None:
     params = _with(dotted, value)
     if dotted == "data.source":
-        params["data"]["path"] = "/data/calls"
+        params["data"].update(path="/data/calls", csv="labels.csv")
     validate(params)
 
 
@@ -261,14 +267,19 @@ def test_split_fractions_must_leave_training(val: float, test: float) -> None:
     assert "split.val + split.test" in _error(params)
 
 
-@pytest.mark.parametrize("source", ["folder", "csv"])
-@pytest.mark.parametrize("path", [None, ""])
-def test_folder_or_csv_needs_path(source: str, path: Any) -> None:
+@pytest.mark.parametrize("path", [None, "", "  "])
+def test_data_path_required(path: Any) -> None:
     params = valid_params()
-    params["data"].update(source=source, path=path)
+    params["data"].update(source="folder", path=path)
+    assert _error(params).startswith("data.path:")
+
+
+def test_csv_source_needs_csv_name() -> None:
+    params = valid_params()
+    params["data"].update(source="csv", path="/data/calls", csv=None)
     message = _error(params)
-    assert message.startswith("data.path:")
-    assert source in message
+    assert message.startswith("data.csv:")
+    assert "csv" in message
 
 
 def test_load_params_valid(tmp_path: Path) -> None:

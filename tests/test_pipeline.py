@@ -52,6 +52,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sh(repo, "git", "init", "-q")
     sh(repo, "git", "config", "user.email", "ci@example.com")
     sh(repo, "git", "config", "user.name", "ci")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "project")  # dvclive needs a commit to exist (it fails on an empty repo)
     sh(repo, "dvc", "repro")
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "baseline run")
@@ -65,9 +67,9 @@ def test_repro_writes_every_metric_plot_and_report(repo: Path) -> None:
         assert set(metrics) >= METRIC_KEYS, f"{run}: missing {METRIC_KEYS - set(metrics)}"
         assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["n_test"] > 0
         assert {"accuracy", "f1_macro", "f1_rare"} <= set(metrics["recording"])
-        per_class = json.loads((repo / f"metrics/plots/{run}/per_class.json").read_text())
+        per_class = json.loads((repo / f"metrics/eval/{run}/per_class.json").read_text())
         assert {"species", "f1", "precision", "recall", "support", "train_count"} <= set(per_class[0])
-        confusion = json.loads((repo / f"metrics/plots/{run}/confusion.json").read_text())
+        confusion = json.loads((repo / f"metrics/eval/{run}/confusion.json").read_text())
         assert len(confusion) == metrics["n_test"] and {"actual", "predicted"} == set(confusion[0])
         assert (repo / f"metrics/train/{run}/plots/metrics/val_f1_macro.tsv").exists()
     summary = json.loads((repo / "metrics/summary.json").read_text())

@@ -55,6 +55,8 @@ def classification_metrics(
         "f1_rare": macro_f1(rare),
         "f1_common": macro_f1(common),
         "n_rare_species": int(rare.size),
+        # mean test cross-entropy: moves with every probability, where argmax-based scores may not
+        "log_loss": float(skm.log_loss(y_true, proba, labels=np.arange(n_classes))),
         # with five species or fewer every label is in the top five
         "top5_accuracy": float(skm.top_k_accuracy_score(y_true, proba, k=5, labels=np.arange(n_classes)))
         if n_classes > 5

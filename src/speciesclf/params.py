@@ -63,7 +63,10 @@ SCHEMA: dict[str, Any] = {
     "seed": _int(0, 2**32 - 1),
     "data": {
         "source": _choice("synthetic", "folder", "csv"),
-        "path": Rule((str,), allowed="a path (folder of species sub-folders, or a CSV file)", optional=True),
+        "path": Rule(
+            (str,), lambda v: bool(v.strip()), "a path: the generator module (synthetic) or the collection's folder"
+        ),
+        "csv": Rule((str,), lambda v: bool(v.strip()), "a CSV file name inside data.path, or null", optional=True),
         "on_error": _choice("skip", "fail"),
         "min_recordings": _int(3),
     },
@@ -164,8 +167,8 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
     feats = params["features"]
     if feats["train_hop_seconds"] > feats["clip_seconds"]:
         raise ParamsError("features.train_hop_seconds: must be <= features.clip_seconds (a larger hop skips audio)")
-    if params["data"]["source"] != "synthetic" and not params["data"]["path"]:
-        raise ParamsError(f"data.path: required when data.source is {params['data']['source']!r}")
+    if params["data"]["source"] == "csv" and not params["data"]["csv"]:
+        raise ParamsError("data.csv: required when data.source is 'csv' (the CSV's name inside data.path)")
     return params
 
 

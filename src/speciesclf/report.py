@@ -131,3 +131,30 @@ def render_markdown(summary: dict[str, Any], title: str = "speciesclf: results")
         )
         out.append(f"- **{phase}: {'GO' if v[phase]['go'] else 'NO-GO'}** — {checks}")
     return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Render a summary JSON (``metrics/summary.json`` schema) as Markdown: ``python -m speciesclf.report``."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    from speciesclf.io import write_text
+
+    parser = argparse.ArgumentParser(prog="python -m speciesclf.report", description=main.__doc__)
+    parser.add_argument("summary", help="a summary JSON written by the report stage")
+    parser.add_argument("--title", default="speciesclf: results")
+    parser.add_argument("--preamble", default="", help="Markdown inserted after the title")
+    parser.add_argument("--out", required=True, help="the Markdown file to write (whole)")
+    args = parser.parse_args(argv)
+    summary = json.loads(Path(args.summary).read_text(encoding="utf-8"))
+    text = render_markdown(summary, title=args.title)
+    if args.preamble:
+        head, rest = text.split("\n\n", 1)
+        text = f"{head}\n\n{args.preamble.strip()}\n\n{rest}"
+    write_text(args.out, text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,116 @@
+"""Labelled recordings from a user's collection: a folder per species, or a CSV. Every file is accounted for.
+
+``folder``: ``<root>/<species>/**/<file>`` — the first folder level names the species, deeper nesting is
+allowed (sites, dates); each file is its own recording. Files directly in ``<root>`` have no species and are
+reported as skipped.
+
+``csv``: columns ``path,label`` and optionally ``split`` (train / val / test; ``validation`` is accepted for val)
+and ``recording_id`` (files cut from one recording share it, so a split keeps them together). Paths are relative
+to the CSV's folder. Other columns are ignored.
+
+:func:`check_file` decodes each file once and says why it cannot be used: ``missing``, ``not_audio`` (libsndfile
+does not recognise it), ``unreadable`` (recognised but corrupt), ``empty`` (0 bytes), ``zero_length`` (a valid
+header with no samples), ``non_finite`` (NaN/inf samples) or ``silent`` (every sample 0).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from speciesclf.data import Clip
+
+__all__ = ["FileCheck", "check_file", "collect_csv", "collect_folder"]
+
+SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "valid": "val", "dev": "val", "test": "test"}
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    ok: bool
+    reason: str = ""
+    detail: str = ""
+    seconds: float = 0.0
+    sample_rate: int = 0
+    channels: int = 0
+
+
+def check_file(path: str | os.PathLike[str]) -> FileCheck:
+    """Decode a file fully and classify it (see module docstring for the reasons)."""
+    path = Path(path)
+    if not path.is_file():
+        return FileCheck(False, "missing", "no such file")
+    if path.stat().st_size == 0:
+        return FileCheck(False, "empty", "0 bytes")
+    try:
+        info = sf.info(path)
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        return FileCheck(False, "not_audio", _first_line(exc))
+    if info.frames == 0:
+        return FileCheck(False, "zero_length", f"{info.format} header with no samples")
+    try:
+        data, sr = sf.read(path, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+        return FileCheck(False, "unreadable", _first_line(exc))
+    if data.shape[0] == 0:
+        return FileCheck(False, "zero_length", "no samples decoded")
+    seconds = data.shape[0] / sr
+    if not np.isfinite(data).all():
+        return FileCheck(False, "non_finite", "NaN or infinite samples", seconds, sr, data.shape[1])
+    if not np.any(data):
+        return FileCheck(False, "silent", "every sample is 0", seconds, sr, data.shape[1])
+    return FileCheck(True, seconds=seconds, sample_rate=int(sr), channels=int(data.shape[1]))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def collect_folder(root: str | os.PathLike[str]) -> tuple[list[Clip], list[dict[str, str]]]:
+    """Clips (paths relative to ``root``) and the files that name no species."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"data.path: {root} is not a folder (data.source: folder expects species sub-folders)")
+    clips, unlabelled = [], []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            unlabelled.append({"path": rel.as_posix(), "reason": "hidden", "detail": "hidden file or folder"})
+        elif len(rel.parts) < 2:
+            unlabelled.append({"path": rel.as_posix(), "reason": "no_label", "detail": "not inside a species folder"})
+        else:
+            clips.append(Clip(rel.as_posix(), rel.parts[0], rel.as_posix()))
+    return clips, unlabelled
+
+
+def collect_csv(csv_path: str | os.PathLike[str]) -> list[Clip]:
+    """Clips from a CSV (paths as written, relative to the CSV's folder); splits normalised to train/val/test."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise ValueError(f"data.path: {csv_path} is not a file (data.source: csv expects a CSV)")
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        missing = {"path", "label"} - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(
+                f"{csv_path}: missing column(s) {sorted(missing)}; expected path,label[,split,recording_id]"
+            )
+        has_split = "split" in (reader.fieldnames or ())
+        clips = []
+        for line, row in enumerate(reader, start=2):
+            path, label = (row["path"] or "").strip(), (row["label"] or "").strip()
+            if not path or not label:
+                raise ValueError(f"{csv_path}:{line}: empty path or label")
+            split = (row.get("split") or "").strip().lower()
+            if split and split not in SPLIT_ALIASES:
+                raise ValueError(f"{csv_path}:{line}: split {split!r}; expected one of train, val, test (or empty)")
+            # an empty split in a CSV that has splits is kept as "?" so prepare can report it instead of guessing
+            split = SPLIT_ALIASES[split] if split else ("?" if has_split else "")
+            clips.append(Clip(path, label, (row.get("recording_id") or "").strip() or path, split))
+    return clips
