@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -14,16 +13,6 @@ from speciesclf.losses import FocalLoss, effective_number_weights, focal_loss
 
 REDUCTIONS = ("mean", "sum", "none")
 N, C = 13, 6
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    # Every tensor here is tiny; on a busy machine intra-op OpenMP threads turn each op into a
-    # multi-millisecond barrier wait. Restore the setting so other test modules are unaffected.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _inputs(seed: int = 0, n: int = N, c: int = C, scale: float = 2.0) -> tuple[Tensor, Tensor]:

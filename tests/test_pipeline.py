@@ -6,30 +6,18 @@ Slow (a couple of minutes: twelve stages, each a fresh Python with torch), so ma
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from dvcrepo import commit, copy_project, sh
+
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 METRIC_KEYS = {"accuracy", "balanced_accuracy", "f1_macro", "f1_weighted", "f1_rare", "top5_accuracy", "n_test",
                "train_seconds", "best_epoch", "epochs_run", "window", "recording"}  # fmt: skip
 RUNS = ["baseline", "phase2a", "phase2b", "gamma_sweep/gamma_1.0", "gamma_sweep/gamma_2.0", "gamma_sweep/gamma_3.0"]
-
-
-def sh(repo: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    r = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
-    if check and r.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    return r
 
 
 def tiny_params(params: dict) -> dict:
@@ -41,22 +29,12 @@ def tiny_params(params: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    repo = tmp_path_factory.mktemp("pipeline")
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
-        shutil.copy(ROOT / name, repo / name)
-    for name in ("stages", "src", ".dvc"):
-        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))
+    repo = copy_project(tmp_path_factory.mktemp("pipeline"))
     params = tiny_params(yaml.safe_load((repo / "params.yaml").read_text()))
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (repo / ".gitignore").write_text("/data/\n/models/\n")
-    sh(repo, "git", "init", "-q")
-    sh(repo, "git", "config", "user.email", "ci@example.com")
-    sh(repo, "git", "config", "user.name", "ci")
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "commit", "-qm", "project")  # dvclive needs a commit to exist (it fails on an empty repo)
+    commit(repo, "project")  # dvclive needs a commit to exist (it fails on an empty repo)
     sh(repo, "dvc", "repro")
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "commit", "-qm", "baseline run")
+    commit(repo, "baseline run")
     sh(repo, "git", "tag", "baseline")
     return repo
 

@@ -454,3 +454,9 @@ def test_assign_splits_is_grouped_and_stratified(seed: int) -> None:
     assert assign_splits(clips, 0.15, 0.15, seed) == out
     given = [Clip("g.wav", "sp0", "given", "test"), *clips]
     assert assign_splits(given, 0.15, 0.15, seed)[0].split == "test"  # a given split is kept
+
+
+def test_csv_recording_split_across_splits_is_rejected(tmp_path: Path) -> None:
+    (tmp_path / "labels.csv").write_text("path,label,split,recording_id\na.wav,x,train,r1\nb.wav,x,test,r1\n")
+    with pytest.raises(ValueError, match="'r1' is given splits train and test"):
+        collect_csv(tmp_path / "labels.csv")

@@ -38,12 +38,10 @@ CONFIG = TrainConfig(
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _single_thread_and_restore_determinism() -> Iterator[None]:
+def _restore_determinism() -> Iterator[None]:
     # fit() turns on torch.use_deterministic_algorithms globally; give other test modules the setting back
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
+    deterministic = torch.are_deterministic_algorithms_enabled()
     yield
-    torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(deterministic)
 
 

@@ -113,4 +113,13 @@ def collect_csv(csv_path: str | os.PathLike[str]) -> list[Clip]:
             # an empty split in a CSV that has splits is kept as "?" so prepare can report it instead of guessing
             split = SPLIT_ALIASES[split] if split else ("?" if has_split else "")
             clips.append(Clip(path, label, (row.get("recording_id") or "").strip() or path, split))
+    given: dict[str, str] = {}
+    for c in clips:
+        if c.split in ("", "?"):
+            continue
+        if given.setdefault(c.recording_id, c.split) != c.split:
+            raise ValueError(
+                f"{csv_path}: recording {c.recording_id!r} is given splits {given[c.recording_id]} and {c.split}; "
+                "windows of one recording must stay in one split"
+            )
     return clips

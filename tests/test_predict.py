@@ -1,0 +1,157 @@
+"""`python -m speciesclf.predict` as a user runs it: a tiny model trained here, a folder of good and bad files."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+from speciesclf.experiment import train_model
+from speciesclf.features import FeatureConfig
+from speciesclf.featurize import featurize
+from speciesclf.params import validate
+from speciesclf.predict import COLUMNS, Predictor
+from speciesclf.prepare import prepare
+from speciesclf.training import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+SR = 16000
+FREQS = {"cricket": 500.0, "katydid": 1500.0, "cicada": 3000.0}
+
+
+def tone(sr: int, seconds: float, freq: float, seed: int, channels: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(sr * seconds)) / sr
+    wave = (0.4 * np.sin(2 * np.pi * freq * t) + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+    return np.stack([wave, 0.5 * wave], axis=1) if channels == 2 else wave
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("predict")
+    data = base / "recordings"
+    for s, (label, freq) in enumerate(FREQS.items()):
+        (data / label).mkdir(parents=True)
+        for r in range(4):
+            sf.write(data / label / f"r{r}.wav", tone(SR, 1.0, freq * (1 + 0.02 * r), 10 * s + r), SR)
+    params = copy.deepcopy(yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8")))
+    params["data"].update({"source": "folder", "path": str(data)})
+    params["features"].update(sample_rate=SR, clip_seconds=1.0, train_hop_seconds=0.5)
+    validate(params)
+    prepare(params, base / "prepared")
+    feats = dict(params["features"])
+    hop = feats.pop("train_hop_seconds")
+    featurize(base / "prepared" / "manifest.csv", base / "features", FeatureConfig.from_dict(feats), hop)
+    config = TrainConfig(epochs=2, warmup_epochs=0, device="cpu", precision="fp32")
+    train_model(base / "features", base / "model", "AudioCNN", None, config, log=None)
+    return base / "model"
+
+
+def run_cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "speciesclf.predict", *map(str, args)]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+# good files: name -> expected window start offsets (seconds)
+GOOD = {"good.wav": [0.0], "good.flac": [0.0, 0.5], "long stereo 44k.wav": [0.0, 1.0, 2.0, 2.5]}
+BAD = {"random.wav": "not_audio", "empty.wav": "empty", "missing.wav": "missing"}
+
+
+class Predicted(NamedTuple):
+    folder: Path  # the input folder
+    rows: dict[str, list[dict[str, str]]]  # CSV rows by file name
+    run: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="module")
+def predicted(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Predicted:
+    base = tmp_path_factory.mktemp("inputs")
+    folder = base / "new recordings"
+    (folder / "site").mkdir(parents=True)
+    sf.write(folder / "good.wav", tone(SR, 1.0, FREQS["cricket"], 100), SR)
+    sf.write(folder / "site" / "good.flac", tone(SR, 1.5, FREQS["katydid"], 101), SR, format="FLAC")
+    sf.write(folder / "long stereo 44k.wav", tone(44100, 3.5, FREQS["cicada"], 102, channels=2), 44100)
+    (folder / "random.wav").write_bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    (folder / "empty.wav").write_bytes(b"")
+    out = base / "out.csv"
+    r = run_cli(model_dir, folder, base / "missing.wav", "--top-k", "2", "--out", out, cwd=base)
+    assert r.returncode == 0, r.stderr
+    rows: dict[str, list[dict[str, str]]] = defaultdict(list)
+    with open(out, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames or ()) == COLUMNS
+        for row in reader:
+            rows[Path(row["path"]).name].append(row)
+    return Predicted(folder, rows, r)
+
+
+def _probs(rows: list[dict[str, str]]) -> list[float]:
+    return [float(r["probability"]) for r in rows]
+
+
+@pytest.mark.parametrize("name", list(GOOD))
+def test_recording_and_window_rows(model_dir: Path, predicted: Predicted, name: str) -> None:
+    folder, rows = predicted.folder, predicted.rows
+    species = set(FREQS)
+    recording = [r for r in rows[name] if r["level"] == "recording"]
+    assert [int(r["rank"]) for r in recording] == [1, 2]
+    assert len({r["species"] for r in recording}) == 2 and {r["species"] for r in recording} <= species
+    p = _probs(recording)
+    assert p == sorted(p, reverse=True) and sum(p) <= 1 + 1e-6 and all(0 <= x <= 1 for x in p)
+    by_window: dict[int, list[dict[str, str]]] = defaultdict(list)
+    for r in rows[name]:
+        if r["level"] == "window":
+            by_window[int(r["window"])].append(r)
+    assert sorted(by_window) == list(range(len(GOOD[name])))
+    for w, wrows in by_window.items():
+        assert [int(r["rank"]) for r in wrows] == [1, 2]
+        assert {float(r["start_seconds"]) for r in wrows} == {GOOD[name][w]}
+        p = _probs(wrows)
+        assert p == sorted(p, reverse=True) and sum(p) <= 1 + 1e-6
+    assert all(r["level"] in ("recording", "window") and not r["note"] for r in rows[name])
+    # the recording's probabilities are the mean of its windows' (checked against the library, in process)
+    path = next(folder.rglob(name))
+    predictor = Predictor(model_dir)
+    proba = predictor.window_proba(path)
+    assert proba.shape == (len(GOOD[name]), len(FREQS))
+    mean = proba.mean(axis=0)
+    for r in recording:
+        assert float(r["probability"]) == pytest.approx(mean[predictor.species.index(r["species"])], abs=1e-5)
+
+
+def test_bad_files_get_one_skipped_row_and_a_line_on_stderr(predicted: Predicted) -> None:
+    rows, r = predicted.rows, predicted.run
+    for name, reason in BAD.items():
+        assert len(rows[name]) == 1, rows[name]
+        row = rows[name][0]
+        assert row["level"] == "skipped" and row["note"].startswith(f"{reason}:")
+        assert row["species"] == row["probability"] == ""
+        assert name in r.stderr
+    assert "skipped" in r.stderr
+    assert f"predicted {len(GOOD)} recording(s), skipped {len(BAD)}" in r.stderr
+    assert set(rows) == set(GOOD) | set(BAD)  # nothing else listed, nothing lost
+
+
+def test_help_explains_the_arguments(tmp_path: Path) -> None:
+    r = run_cli("--help", cwd=tmp_path)
+    assert r.returncode == 0
+    for word in ("model_dir", "inputs", "--top-k", "--out", "recursively"):
+        assert word in r.stdout
+
+
+def test_not_a_model_dir_exits_2_with_a_message(tmp_path: Path) -> None:
+    wav = tmp_path / "x.wav"
+    sf.write(wav, tone(SR, 1.0, 500.0, 0), SR)
+    r = run_cli(tmp_path, wav, cwd=tmp_path)
+    assert r.returncode == 2
+    assert "not a model directory" in r.stderr and str(tmp_path) in r.stderr
+    assert "Traceback" not in r.stderr
