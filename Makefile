@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install repro test test-fast lint repro-check insectset32 clean
+.PHONY: install repro test test-fast lint repro-check insectset32 bench clean
 
 install: $(STAMP)
 
@@ -27,6 +27,15 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src stages tests benchmarks
 	$(BIN)/ruff format --check src stages tests benchmarks
+
+# Speed against the usual way (librosa, DataLoader) in one run; results in benchmarks/results.json.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): requirements-bench.txt $(STAMP)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-bench.txt
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/bench.py
 
 # From a fresh clone: the full default pipeline, then dvc status and the committed metrics within tolerance.
 repro-check: $(STAMP)

@@ -1,0 +1,210 @@
+"""`make bench`: speed of the pipeline's own code against the usual way, measured in one run on one machine.
+
+- featurize: end-to-end clips/s of the featurize stage's code (decode + resample + MFCC + write) against librosa
+  doing the same work one clip at a time;
+- train.<model>: samples/s of a real Trainer epoch against (a) the ceiling — a bare forward/backward/step loop over
+  a resident tensor with the same model, dtype, memory format and batch size — and (b) the usual way — a
+  DataLoader over a per-sample Dataset, fp32, default settings;
+- dvc_noop_seconds: `dvc repro` with everything up to date; pipeline_seconds: the full default pipeline from an
+  empty cache, in a temporary copy of the project (skip with --no-pipeline).
+
+Ratios are what to compare across machines; absolute numbers depend on the CPU. Results: benchmarks/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from speciesclf.features import FeatureConfig
+from speciesclf.featurize import featurize
+from speciesclf.io import write_json
+from speciesclf.models import build_model
+from speciesclf.training import TrainConfig, Trainer, resolve_precision
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def machine() -> dict[str, object]:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version()}  # fmt: skip
+
+
+# -- featurize ------------------------------------------------------------------------------------------------
+def bench_featurize(n_clips: int, source_sr: int) -> dict[str, float]:
+    cfg = FeatureConfig()
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        rows = []
+        for i in range(n_clips):  # 5 s recordings at another rate, so resampling is part of the work
+            wave = 0.3 * rng.standard_normal(round(cfg.clip_seconds * source_sr)).astype(np.float32)
+            sf.write(tmp / f"clip{i:04d}.flac", wave, source_sr, subtype="PCM_16")
+            rows.append((f"clip{i:04d}.flac", f"sp{i % 4}", f"r{i}", "train"))
+        with open(tmp / "manifest.csv", "w", newline="") as f:
+            csv.writer(f).writerows([("path", "label", "recording_id", "split"), *rows])
+
+        t0 = time.perf_counter()
+        featurize(tmp / "manifest.csv", tmp / "features", cfg, cfg.clip_seconds)
+        ours = time.perf_counter() - t0
+
+        import librosa  # benchmark-only dependency (requirements-bench.txt)
+
+        def librosa_mfcc(name: str) -> np.ndarray:
+            y, sr = librosa.load(tmp / name, sr=cfg.sample_rate, mono=True)
+            y = librosa.util.fix_length(y, size=cfg.clip_samples)
+            m = librosa.feature.mfcc(y=y, sr=sr, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
+                                     n_mels=cfg.n_mels, fmin=cfg.f_min)  # fmt: skip
+            return m[:, : cfg.frames]
+
+        librosa_mfcc(rows[0][0])  # warm-up: numba compiles librosa's kernels on first use; not librosa's steady pace
+        t0 = time.perf_counter()
+        feats = [librosa_mfcc(name) for name, *_ in rows]
+        np.save(tmp / "librosa.npy", np.stack(feats))
+        ref = time.perf_counter() - t0
+    return {"clips": n_clips, "source_sample_rate": source_sr, "clips_per_s": n_clips / ours,
+            "librosa_clips_per_s": n_clips / ref, "speedup_vs_librosa": ref / ours}  # fmt: skip
+
+
+# -- training -------------------------------------------------------------------------------------------------
+def _data(n: int, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((n, 20, 500)).astype(np.float32), rng.integers(0, n_classes, n).astype(np.int64)
+
+
+def ceiling(model_name: str, x: np.ndarray, y: np.ndarray, batch: int, dtype: torch.dtype | None) -> float:
+    """A bare loop: resident tensors, same model/dtype/memory format/batch, no validation, no bookkeeping."""
+    torch.manual_seed(0)
+    model = build_model(model_name, int(y.max()) + 1).to(memory_format=torch.channels_last).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    order = torch.randperm(len(xt))
+    t0 = 0.0
+    for k, start in enumerate(range(0, len(xt), batch)):
+        if k == 2:
+            t0, seen = time.perf_counter(), 0  # after two warm-up steps
+        idx = order[start : start + batch]
+        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            out = model(xt[idx])
+        loss = torch.nn.functional.cross_entropy(out.float(), yt[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if k >= 2:
+            seen += len(idx)
+    return seen / (time.perf_counter() - t0)
+
+
+def dataloader_way(model_name: str, x: np.ndarray, y: np.ndarray, batch: int) -> float:
+    """The usual way: a per-sample Dataset, DataLoader defaults, fp32, contiguous memory format."""
+
+    class Clips(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return len(x)
+
+        def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+            return torch.from_numpy(x[i]), torch.tensor(y[i])
+
+    torch.manual_seed(0)
+    model = build_model(model_name, int(y.max()) + 1).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    loader = torch.utils.data.DataLoader(Clips(), batch_size=batch, shuffle=True)
+    t0, seen = 0.0, 0
+    for k, (xb, yb) in enumerate(loader):
+        if k == 2:
+            t0, seen = time.perf_counter(), 0
+        loss = torch.nn.functional.cross_entropy(model(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        seen += len(yb)
+    return seen / (time.perf_counter() - t0)
+
+
+def bench_train(model_name: str, n: int, batch: int = 32) -> dict[str, float | str]:
+    x, y = _data(n, 89)
+    config = TrainConfig(epochs=2, batch_size=batch, warmup_epochs=0, patience=10, device="cpu", seed=0)
+    trainer = Trainer(build_model(model_name, 89), config=config, log=None)
+    result = trainer.fit(x, y, x[:batch], y[:batch])
+    # the second epoch (warm), its validation pass on one batch included: what a pipeline epoch costs
+    ours = n / result.history[-1].seconds
+    dtype = resolve_precision(config.precision, torch.device("cpu"))
+    ceil = ceiling(model_name, x, y, batch, dtype)
+    usual = dataloader_way(model_name, x, y, batch)
+    return {"samples": n, "precision": result.precision, "samples_per_s": ours, "ceiling_samples_per_s": ceil,
+            "fraction_of_ceiling": ours / ceil, "dataloader_samples_per_s": usual,
+            "speedup_vs_dataloader": ours / usual}  # fmt: skip
+
+
+# -- dvc ------------------------------------------------------------------------------------------------------
+def _dvc(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(["dvc", *args], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def bench_dvc_noop() -> float | None:
+    if _dvc("status", "--json", cwd=ROOT).stdout.strip() not in ("{}", ""):
+        print("bench: the project is not up to date (run `make repro`); dvc_noop_seconds skipped")
+        return None
+    t0 = time.perf_counter()
+    r = _dvc("repro", cwd=ROOT)
+    return time.perf_counter() - t0 if r.returncode == 0 else None
+
+
+def bench_pipeline() -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp) / "project"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
+        for stale in ("dvc.lock",):  # nothing cached, nothing locked: every stage runs
+            (repo / stale).unlink(missing_ok=True)
+        shutil.rmtree(repo / ".dvc" / "cache", ignore_errors=True)
+        t0 = time.perf_counter()
+        r = _dvc("repro", "--no-run-cache", cwd=repo)
+        if r.returncode != 0:
+            raise RuntimeError(f"pipeline failed:\n{r.stdout}\n{r.stderr}")
+        return time.perf_counter() - t0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--no-pipeline", action="store_true", help="skip the full-pipeline timing")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"))
+    args = parser.parse_args()
+    results: dict[str, object] = {"machine": machine()}
+    results["featurize"] = bench_featurize(n_clips=96, source_sr=44100)
+    results["train.AudioCNN"] = bench_train("AudioCNN", n=384)
+    results["train.AudioCNNv2"] = bench_train("AudioCNNv2", n=192)
+    results["dvc_noop_seconds"] = bench_dvc_noop()
+    results["pipeline_seconds"] = None if args.no_pipeline else bench_pipeline()
+    write_json(args.out, results)
+    print(f"machine: {results['machine']}")
+    for key in ("featurize", "train.AudioCNN", "train.AudioCNNv2"):
+        print(f"{key:18s} " + "  ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                                         for k, v in results[key].items()))  # fmt: skip
+    print(f"dvc_noop_seconds   {results['dvc_noop_seconds']}")
+    print(f"pipeline_seconds   {results['pipeline_seconds']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
