@@ -262,6 +262,17 @@ def test_featurize_gives_the_reported_windows_per_split(folder: Prepared, tmp_pa
     assert x.shape[0] == counts["train"] and np.isfinite(x).all()
 
 
+def test_featurize_bytes_do_not_depend_on_the_number_of_workers(folder: Prepared, tmp_path: Path) -> None:
+    """Decoding spread over processes gives the same bytes as one process (so dvc.lock is unchanged)."""
+    config = feature_config(folder.root)
+    for workers in (1, 2):
+        featurize(folder.out / "manifest.csv", tmp_path / f"w{workers}", config, 0.5, workers=workers)
+    files = sorted(p.name for p in (tmp_path / "w1").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "w2").iterdir()) and "train_x.npy" in files
+    for name in files:
+        assert (tmp_path / "w1" / name).read_bytes() == (tmp_path / "w2" / name).read_bytes(), name
+
+
 def test_on_error_fail_names_the_first_bad_file(folder: Prepared, tmp_path: Path) -> None:
     labelled = sorted(Path(c).as_posix() for c in CASES if "/" in c and not c.startswith("."))
     first_bad = next(c for c in labelled if CASES[c].reason and CASES[c].reason != "too_few_recordings")

@@ -9,11 +9,16 @@ window); ``labels.json`` (species and training counts), ``norm.json`` (training-
 from __future__ import annotations
 
 import csv
+import functools
 import io
+import multiprocessing
 import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from speciesclf.audio import load_mono, windows
 from speciesclf.data import SPLITS, read_manifest
@@ -23,38 +28,77 @@ from speciesclf.io import read_json, save_npy, write_json, write_text
 __all__ = ["featurize", "load_split"]
 
 
+@functools.lru_cache(maxsize=4)
+def _extractor(config: FeatureConfig) -> MFCCExtractor:
+    return MFCCExtractor(config)
+
+
+def _recording_windows(path: Path, config: FeatureConfig, hop: int) -> np.ndarray:
+    """Decode, resample, cut and MFCC one recording: ``(windows, n_mfcc, frames)``.
+
+    Always on one intra-op thread, in a worker or not, so the bytes do not depend on how many workers ran.
+    """
+    wave = load_mono(path, config.sample_rate)
+    extract = _extractor(config)
+    return np.stack([extract(w) for w in windows(wave, config.clip_samples, hop)])
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)  # as DataLoader workers do: processes, not threads, share the cores
+
+
+def _map_recordings(jobs: Sequence[tuple[Path, int]], config: FeatureConfig, workers: int) -> Iterator[np.ndarray]:
+    """Per-recording features in input order; decoding and resampling spread over ``workers`` processes."""
+    if workers <= 1 or len(jobs) < 2 * workers:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield from (_recording_windows(path, config, hop) for path, hop in jobs)
+        finally:
+            torch.set_num_threads(threads)
+        return
+    # fork: workers start in milliseconds and inherit the imported modules (spawn would re-import torch each)
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
+        paths, hops = zip(*jobs, strict=True)
+        yield from pool.map(_recording_windows, paths, [config] * len(jobs), hops, chunksize=4)
+
+
 def featurize(
     manifest: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     config: FeatureConfig,
     train_hop_seconds: float,
+    workers: int | None = None,
 ) -> dict[str, int]:
     """MFCC windows of every clip in a split manifest; paths are relative to the manifest's folder.
 
     Training recordings are cut with ``train_hop_seconds`` (overlap = augmentation); val/test recordings with a
-    hop of one clip, so each part of a recording is scored once. Returns windows per split.
+    hop of one clip, so each part of a recording is scored once. ``workers`` processes decode and resample
+    (default: one per core); the result is byte-identical for any number. Returns windows per split.
     """
     manifest = Path(manifest)
     out_dir = Path(out_dir)
     clips = read_manifest(manifest)
     labels = sorted({c.label for c in clips if c.split == "train"})
     index = {label: i for i, label in enumerate(labels)}
-    extract = MFCCExtractor(config)
+    workers = (os.cpu_count() or 1) if workers is None else workers
     win = config.clip_samples
     counts: dict[str, int] = {}
     train_counts = [0] * len(labels)
     for split in SPLITS:
         hop = max(1, round(train_hop_seconds * config.sample_rate)) if split == "train" else win
-        feats, ys, rows = [], [], []
-        for clip in (c for c in clips if c.split == split):
+        split_clips = [c for c in clips if c.split == split]
+        for clip in split_clips:
             if clip.label not in index:
                 raise ValueError(f"{manifest}: species {clip.label!r} is in {split} but not in train")
-            wave = load_mono(_resolve(manifest.parent, clip.path), config.sample_rate)
-            for k, w in enumerate(windows(wave, win, hop)):
-                feats.append(extract(w))
-                ys.append(index[clip.label])
-                rows.append((clip.recording_id, clip.path, k))
-        x = np.stack(feats) if feats else np.zeros((0, config.n_mfcc, config.frames), np.float32)
+        feats, ys, rows = [], [], []
+        jobs = [(_resolve(manifest.parent, c.path), hop) for c in split_clips]
+        for clip, f in zip(split_clips, _map_recordings(jobs, config, workers), strict=True):
+            feats.append(f)
+            ys += [index[clip.label]] * len(f)
+            rows += [(clip.recording_id, clip.path, k) for k in range(len(f))]
+        x = np.concatenate(feats) if feats else np.zeros((0, config.n_mfcc, config.frames), np.float32)
         y = np.asarray(ys, dtype=np.int64)
         save_npy(out_dir / f"{split}_x.npy", x)
         save_npy(out_dir / f"{split}_y.npy", y)
