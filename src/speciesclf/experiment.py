@@ -120,7 +120,8 @@ def evaluate_model(
     x, y, recordings = load_split(features_dir, split)
     with torch.no_grad():
         logits = [model(torch.as_tensor(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
-    proba = torch.softmax(torch.cat(logits), dim=1).double().numpy()
+    # softmax in float64: probabilities that sum to one within float64 precision (sklearn checks it)
+    proba = torch.softmax(torch.cat(logits).double(), dim=1).numpy()
     counts, species = meta["train_counts"], meta["species"]
     window = classification_metrics(y, proba, counts, rare_threshold)
     rec_proba, rec_y = _recording_level(proba, y, recordings)

@@ -59,7 +59,7 @@ class Predictor:
         wave = load_mono(path, self.config.sample_rate)
         clips = windows(wave, self.config.clip_samples, self.config.clip_samples)
         x = torch.from_numpy(self.norm(self.extract(clips)))
-        return torch.softmax(self.model(x), dim=1).double().numpy()
+        return torch.softmax(self.model(x).double(), dim=1).numpy()
 
 
 def predict_file(predictor: Predictor, path: Path, top_k: int) -> list[tuple]:
