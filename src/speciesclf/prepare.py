@@ -20,15 +20,13 @@ from speciesclf.sources import check_file, collect_csv, collect_folder
 
 __all__ = ["prepare"]
 
-FILE_REASONS = ("missing", "not_audio", "unreadable", "empty", "zero_length", "non_finite", "silent")
 
-
-def _synthetic(params: dict[str, Any], out: Path) -> tuple[list[Clip], Path]:
+def _synthetic(params: dict[str, Any], out: Path) -> list[Clip]:
     from speciesclf.synth import SynthConfig, generate  # only the synthetic source needs the generator
 
     s = params["synthetic"]
     cfg = SynthConfig(**{**s, "snr_db": tuple(s["snr_db"])}, seed=params["seed"])
-    return read_manifest(generate(cfg, out)), out
+    return read_manifest(generate(cfg, out))
 
 
 def _windows(seconds: float, orig_sr: int, split: str, features: dict[str, Any]) -> int:
@@ -44,7 +42,7 @@ def prepare(params: dict[str, Any], out_dir: str | os.PathLike[str]) -> dict[str
     with atomic_dir(out_dir) as out:
         entries: list[dict[str, Any]] = []
         if data["source"] == "synthetic":
-            clips, base = _synthetic(params, out)
+            clips, base = _synthetic(params, out), out
         elif data["source"] == "folder":
             base = Path(data["path"])
             clips, unlabelled = collect_folder(base)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from speciesclf.runs import PHASES
+
 __all__ = ["build_summary", "render_markdown"]
 
 COLUMNS = ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted", "f1_rare", "f1_common", "top5_accuracy")
@@ -78,8 +80,7 @@ def _fmt(v: Any, signed: bool = False) -> str:
 
 
 def _run_order(run: str) -> tuple[int, str]:
-    phases = ("baseline", "phase2a", "phase2b")
-    return (phases.index(run), "") if run in phases else (len(phases), run)
+    return (PHASES.index(run), "") if run in PHASES else (len(PHASES), run)
 
 
 def render_markdown(
