@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install repro test test-fast lint repro-check insectset32 bench clean
+.PHONY: install repro test test-fast test-scale lint repro-check insectset32 bench clean
 
 install: $(STAMP)
 
@@ -22,7 +22,11 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -m "not slow and not scale"
+
+# DVC remote round trip, two-worker experiment queue, 2-process DDP training (about 4 min on 2 cores)
+test-scale: $(STAMP)
+	$(BIN)/pytest -m scale
 
 lint: $(STAMP)
 	$(BIN)/ruff check src stages tests benchmarks

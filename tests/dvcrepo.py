@@ -12,9 +12,13 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's python, dvc and the stages' `python`
 
 
+def env() -> dict[str, str]:
+    """The environment of a pipeline command: the venv first on PATH."""
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+
+
 def sh(repo: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    r = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
+    r = subprocess.run(cmd, cwd=repo, env=env(), capture_output=True, text=True)
     if check and r.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
     return r

@@ -49,7 +49,8 @@ def train_model(
     """Train ``model_name`` on the features; write ``model.pt`` + ``model.json`` to ``out_dir``.
 
     ``model.json`` holds only reproducible facts (no wall-clock times) so that identical runs give identical
-    bytes; the returned dict adds ``train_seconds`` and the full history for the caller to log.
+    bytes; the returned dict adds ``train_seconds`` and the full history for the caller to log. Under DDP
+    (:mod:`speciesclf.distributed`) every rank trains and only rank 0 writes.
     """
     features_dir, out_dir = Path(features_dir), Path(out_dir)
     labels = read_json(features_dir / "labels.json")
@@ -60,7 +61,6 @@ def train_model(
     loss_fn = build_loss(loss, labels["train_counts"])
     trainer = Trainer(model, loss_fn, config, callbacks=callbacks, log=log)
     result = trainer.fit(x_train, y_train, x_val, y_val)
-    save_checkpoint(trainer.model, out_dir / "model.pt", best_epoch=result.best_epoch)
     history = [{k: v for k, v in asdict(h).items() if k not in ("seconds", "peak_memory_mb")} for h in result.history]
     meta = {
         "model": model_name,
@@ -71,13 +71,16 @@ def train_model(
         "loss": loss if loss is not None else {"name": "cross_entropy"},
         "train": asdict(config),
         "precision": result.precision,
+        "world_size": result.world_size,  # training processes (DDP); the effective batch is batch_size times this
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "stopped_early": result.stopped_early,
         "best_val_f1_macro": result.best_val_f1_macro,
         "history": history,
     }
-    write_json(out_dir / "model.json", meta)
+    if trainer.world.is_main:
+        save_checkpoint(trainer.model, out_dir / "model.pt", best_epoch=result.best_epoch)
+        write_json(out_dir / "model.json", meta)
     return {**meta, "train_seconds": result.train_seconds, "device": result.device}
 
 

@@ -124,6 +124,7 @@ SCHEMA: dict[str, Any] = {
         "device": _choice("auto", "cpu", "cuda", "mps"),
         "precision": _choice("auto", "fp32", "bf16"),
         "threads": _int(0, 1024),
+        "processes": _int(1, 1024),
     },
     "sweep": {"gammas": Rule((list,), _gammas, "a non-empty list of numbers in [0, 100)")},
     "evaluate": {"rare_threshold": _int(1)},

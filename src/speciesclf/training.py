@@ -4,6 +4,11 @@ The training split lives on the device as one tensor and each epoch walks a seed
 per-sample Dataset/DataLoader, whose Python overhead dominates for inputs this small (see ``make bench``).
 On CPU every run with the same seed and thread count is bit-identical (``torch.use_deterministic_algorithms``);
 on CUDA a few kernels have no deterministic variant, so GPU runs are repeatable only up to float rounding.
+
+Inside a process group (``torchrun``, see :mod:`speciesclf.distributed`) the same loop trains with
+DistributedDataParallel: each rank walks its shard of every epoch's permutation with ``batch_size`` samples per
+step (an effective batch of ``batch_size * world size``), validation is split across ranks and gathered, and only
+rank 0 logs, calls callbacks and saves the checkpoint.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ import numpy as np
 import torch
 from sklearn.metrics import f1_score
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from speciesclf import distributed
 from speciesclf.io import atomic_path
 
 __all__ = ["EpochStats", "NonFiniteLossError", "TrainConfig", "TrainResult", "Trainer", "resolve_device", "seed_all"]
@@ -93,6 +100,7 @@ class TrainResult:
     train_seconds: float
     device: str
     precision: str
+    world_size: int = 1
     history: list[EpochStats] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -166,7 +174,10 @@ class Trainer:
         log: Callable[[str], None] | None = print,
     ) -> None:
         self.config = config or TrainConfig()
+        self.world = distributed.current()
         self.device = resolve_device(self.config.device)
+        if self.world.distributed and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.world.local_rank)  # one GPU per process
         self.autocast_dtype = resolve_precision(self.config.precision, self.device)
         self.model = model.to(self.device)
         if self.config.channels_last and self.device.type in ("cpu", "cuda"):
@@ -218,12 +229,20 @@ class Trainer:
         if len(x_train) == 0 or len(x_val) == 0:
             raise ValueError(f"need non-empty training and validation sets, got {len(x_train)} and {len(x_val)}")
         seed_all(cfg.seed)
+        world = self.world
         gen = torch.Generator().manual_seed(cfg.seed)  # owns the shuffling, independent of dropout's stream
         xt = torch.as_tensor(x_train, dtype=torch.float32).to(self.device)
         yt = torch.as_tensor(y_train, dtype=torch.long).to(self.device)
         yv = torch.as_tensor(y_val, dtype=torch.long)
         n = len(xt)
-        steps_per_epoch = math.ceil(n / cfg.batch_size)
+        per_rank = math.ceil(n / world.size)  # DistributedSampler pads every shard to this length
+        steps_per_epoch = math.ceil(per_rank / cfg.batch_size)
+        net: nn.Module = self.model
+        if world.distributed:
+            # DDP broadcasts rank 0's weights now and averages gradients in every backward
+            net = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.index is not None else None
+            )
         opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: self._lr_factor(s, steps_per_epoch))
         if self.device.type == "cuda":
@@ -236,14 +255,17 @@ class Trainer:
             t0 = time.perf_counter()
             lr = opt.param_groups[0]["lr"]
             self.model.train()
-            order = torch.randperm(n, generator=gen).to(self.device)
+            if world.distributed:
+                order = distributed.shard(n, world, epoch=epoch, seed=cfg.seed).to(self.device)
+            else:
+                order = torch.randperm(n, generator=gen).to(self.device)
             loss_sum = torch.zeros((), device=self.device)
-            for b, start in enumerate(range(0, n, cfg.batch_size)):
+            for b, start in enumerate(range(0, len(order), cfg.batch_size)):
                 idx = order[start : start + cfg.batch_size]
                 if len(idx) < 2 and n > 1:
                     continue  # batch norm cannot train on a lone sample; it is seen again next epoch
                 with self._autocast():
-                    logits = self.model(xt[idx])
+                    logits = net(xt[idx])
                 loss = self.loss_fn(logits.float(), yt[idx])  # the loss in fp32 whatever the forward's dtype
                 if not torch.isfinite(loss):
                     raise NonFiniteLossError(f"non-finite training loss ({loss.item()}) at epoch {epoch}, batch {b}")
@@ -254,13 +276,14 @@ class Trainer:
                 opt.step()
                 sched.step()
                 loss_sum += loss.detach() * len(idx)
+            distributed.all_reduce_sum(loss_sum)
 
-            val_logits = self.predict_logits(x_val)
+            val_logits = self._val_logits(x_val)
             val_loss = float(nn.functional.cross_entropy(val_logits, yv))
             pred = val_logits.argmax(1).numpy()
             stats = EpochStats(
                 epoch=epoch,
-                train_loss=float(loss_sum) / n,
+                train_loss=float(loss_sum) / (per_rank * world.size),
                 val_loss=val_loss,
                 val_accuracy=float((pred == y_val).mean()),
                 val_f1_macro=float(f1_score(y_val, pred, labels=np.unique(y_val), average="macro", zero_division=0)),
@@ -269,18 +292,20 @@ class Trainer:
                 peak_memory_mb=_peak_memory_mb(self.device),
             )
             history.append(stats)
+            # every rank sees the same gathered validation logits, so every rank takes the same decisions here
             improved = stats.val_f1_macro > best_f1
             if improved:
                 best_f1, best_epoch = stats.val_f1_macro, epoch
                 best_state = copy.deepcopy(self.model.state_dict())
-            if self.log:
+            if self.log and world.is_main:
                 self.log(
                     f"epoch {epoch:3d}/{cfg.epochs} train_loss {stats.train_loss:.4f} val_loss {val_loss:.4f} "
                     f"val_acc {stats.val_accuracy:.3f} val_f1 {stats.val_f1_macro:.3f} lr {lr:.2e} "
                     f"{stats.seconds:.1f}s{' *' if improved else ''}"
                 )
-            for cb in self.callbacks:
-                cb(stats)
+            if world.is_main:
+                for cb in self.callbacks:
+                    cb(stats)
             if epoch - best_epoch >= cfg.patience:
                 break
 
@@ -294,11 +319,21 @@ class Trainer:
             train_seconds=time.perf_counter() - t_start,
             device=str(self.device),
             precision="bf16" if self.autocast_dtype is not None else "fp32",
+            world_size=world.size,
             history=history,
         )
-        if checkpoint is not None:
+        if checkpoint is not None and world.is_main:
             save_checkpoint(self.model, checkpoint, best_epoch=best_epoch)
         return result
+
+    def _val_logits(self, x_val: np.ndarray) -> torch.Tensor:
+        """Validation logits of the whole split; under DDP each rank scores its share and all gather the rest."""
+        if not self.world.distributed:
+            return self.predict_logits(x_val)
+        distributed.broadcast_buffers(self.model)  # rank 0's batch-norm statistics everywhere: one model, one score
+        idx = distributed.shard(len(x_val), self.world, shuffle=False)
+        local = self.predict_logits(np.asarray(x_val)[idx.numpy()]).to(self.device)
+        return distributed.all_gather_rows(local, len(x_val)).cpu()
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], **meta: Any) -> None:
