@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,16 @@ def _data(n: int, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     return rng.standard_normal((n, 20, 500)).astype(np.float32), rng.integers(0, n_classes, n).astype(np.int64)
 
 
+def _best_rate(one_pass: Callable[[], None], n: int, passes: int) -> float:
+    """Samples/s of the fastest of ``passes`` calls of ``one_pass`` (each a full pass over ``n`` samples)."""
+    best = 0.0
+    for _ in range(passes):
+        t0 = time.perf_counter()
+        one_pass()
+        best = max(best, n / (time.perf_counter() - t0))
+    return best
+
+
 def ceiling(model_name: str, x: np.ndarray, y: np.ndarray, batch: int, dtype: torch.dtype | None, passes: int) -> float:
     """A bare loop: resident tensors, same model/dtype/memory format/batch, no validation, no bookkeeping.
 
@@ -110,15 +121,13 @@ def ceiling(model_name: str, x: np.ndarray, y: np.ndarray, batch: int, dtype: to
         loss.backward()
         opt.step()
 
-    for idx in torch.randperm(len(xt))[: 2 * batch].split(batch):  # warm-up: oneDNN picks and caches kernels
-        step(idx)
-    best = 0.0
-    for _ in range(passes):
-        t0 = time.perf_counter()
+    def one_pass() -> None:
         for idx in torch.randperm(len(xt)).split(batch):
             step(idx)
-        best = max(best, len(xt) / (time.perf_counter() - t0))
-    return best
+
+    for idx in torch.randperm(len(xt))[: 2 * batch].split(batch):  # warm-up: oneDNN picks and caches kernels
+        step(idx)
+    return _best_rate(one_pass, len(xt), passes)
 
 
 def dataloader_way(model_name: str, x: np.ndarray, y: np.ndarray, batch: int, passes: int) -> float:
@@ -142,17 +151,15 @@ def dataloader_way(model_name: str, x: np.ndarray, y: np.ndarray, batch: int, pa
         loss.backward()
         opt.step()
 
+    def one_pass() -> None:
+        for xb, yb in loader:
+            step(xb, yb)
+
     for k, (xb, yb) in enumerate(loader):  # warm-up: two steps, as for the ceiling
         step(xb, yb)
         if k == 1:
             break
-    best = 0.0
-    for _ in range(passes):
-        t0 = time.perf_counter()
-        for xb, yb in loader:
-            step(xb, yb)
-        best = max(best, len(x) / (time.perf_counter() - t0))
-    return best
+    return _best_rate(one_pass, len(x), passes)
 
 
 def bench_train(model_name: str, n: int, batch: int = 32, passes: int = 3) -> dict[str, float | str]:

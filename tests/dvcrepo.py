@@ -24,6 +24,11 @@ def sh(repo: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess
     return r
 
 
+def ran_stages(stdout: str) -> set[str]:
+    """The stages a `dvc repro` / `dvc exp run` actually ran, from its output."""
+    return {line.split("'")[1] for line in stdout.splitlines() if line.startswith("Running stage")}
+
+
 def commit(repo: Path, message: str) -> None:
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", message)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dvcrepo import commit, copy_project, sh
+from dvcrepo import commit, copy_project, ran_stages, sh
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +69,7 @@ def _lock(repo: Path) -> dict:
 def test_exp_run_gamma_reruns_exactly_the_dependent_stages(repo: Path) -> None:
     before = _lock(repo)
     r = sh(repo, "dvc", "exp", "run", "-S", "loss.gamma=1.0")
-    ran = {line.split("'")[1] for line in r.stdout.splitlines() if line.startswith("Running stage")}
+    ran = ran_stages(r.stdout)
     assert ran == {"train_phase2a", "train_phase2b", "evaluate@phase2a", "evaluate@phase2b", "report"}
     after = _lock(repo)
     changed = {name for name in before if before[name] != after[name]}

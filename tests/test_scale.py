@@ -1,7 +1,7 @@
 """Beyond one machine, for real and tiny: a DVC remote round trip, a two-worker experiment queue, and data-parallel
 training under torchrun (2 gloo processes) — each on a copy of the project in a temporary git repository.
 
-Marked `scale` (`pytest -m scale`); `make test` and CI run them. About three minutes on 2 cores.
+Marked `scale` (`pytest -m scale`); `make test` and CI run them. About four minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dvcrepo import commit, copy_project, env, sh
+from dvcrepo import commit, copy_project, env, ran_stages, sh
 from test_pipeline import METRIC_KEYS, tiny_params
 
 pytestmark = pytest.mark.scale
@@ -34,10 +34,6 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repo
 
 
-def _ran(stdout: str) -> set[str]:
-    return {line.split("'")[1] for line in stdout.splitlines() if line.startswith("Running stage")}
-
-
 def _md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
@@ -54,7 +50,7 @@ def test_remote_round_trip_to_a_fresh_clone(project: Path, tmp_path: Path) -> No
     assert not (clone / "models").exists()  # git carries the code, dvc.lock and metrics; the remote the data
     sh(clone, "dvc", "pull")
     assert "Data and pipelines are up to date" in sh(clone, "dvc", "status").stdout
-    assert _ran(sh(clone, "dvc", "repro").stdout) == set()
+    assert ran_stages(sh(clone, "dvc", "repro").stdout) == set()
     for out in ("models/phase2b/model.pt", "data/features/features.json"):
         assert _md5(clone / out) == _md5(project / out), out
 
@@ -132,7 +128,7 @@ def test_ddp_training_under_torchrun_has_the_single_process_schema(project: Path
     params["train"]["processes"] = 2
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     r = sh(project, "dvc", "repro", "train_baseline", "evaluate@baseline")
-    assert _ran(r.stdout) == {"train_baseline", "evaluate@baseline"}
+    assert ran_stages(r.stdout) == {"train_baseline", "evaluate@baseline"}
     assert "2 processes (DDP)" in r.stdout
     assert (project / "models/baseline/model.pt").read_bytes() == direct_bytes  # same run, either way
 
