@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -89,3 +91,37 @@ def test_train_mode_dropout_varies() -> None:
     model = AudioCNN(5, head_dropout=0.5).train()
     x = torch.randn(4, 20, 64)
     assert not torch.equal(model(x), model(x))
+
+
+def _relu_before_pool(model: torch.nn.Module) -> torch.nn.Module:
+    """The textbook block order (conv, norm, ReLU, pool), same weights: the reference for the reordered blocks."""
+    ref = copy.deepcopy(model)
+    for block in ref.features:
+        assert isinstance(block[2], torch.nn.MaxPool2d) and isinstance(block[3], torch.nn.ReLU)
+        block[2], block[3] = block[3], block[2]
+    return ref
+
+
+@pytest.mark.parametrize("cls", [AudioCNN, AudioCNNv2])
+@pytest.mark.parametrize("bf16", [False, True])
+def test_pool_before_relu_is_bit_identical(cls: type, bf16: bool) -> None:
+    """Pooling before the ReLU changes no bit of the logits, the loss's gradients or the batch-norm statistics."""
+    torch.manual_seed(0)
+    model = cls(7).to(memory_format=torch.channels_last).train()
+    ref = _relu_before_pool(model)
+    assert list(model.state_dict()) == list(ref.state_dict())  # same checkpoint keys
+    x = torch.randn(6, 20, 64)
+    x[:, :, :24] = 0.0  # silent frames: windows of equal values, where a pool must pick the same first maximum
+    y = torch.arange(6) % 7
+    outs, grads = [], []
+    for net in (model, ref):
+        torch.manual_seed(1)  # the same dropout masks
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = net(x)
+        torch.nn.functional.cross_entropy(logits.float(), y).backward()
+        outs.append(logits)
+        grads.append([p.grad for p in net.parameters()])
+    assert torch.equal(outs[0], outs[1])
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
+    for (k, a), b in zip(model.state_dict().items(), ref.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k  # running statistics updated alike
