@@ -9,10 +9,18 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 install: $(STAMP)
 
+# uv installs the pinned requirements (pip would do, at about three times the time: 1 min 45 s against 36 s for
+# torch & co. here), compiling bytecode in parallel. It reads no pip configuration, so a local wheel store set for
+# pip (find-links) is passed on.
+UV_VERSION  := 0.13.9
+FIND_LINKS  ?= $(or $(PIP_FIND_LINKS),$(shell $(PY) -m pip config get global.find-links 2>/dev/null))
+UV_INSTALL   = $(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode $(foreach d,$(FIND_LINKS),--find-links $(d))
+
 $(STAMP): requirements.txt pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	$(BIN)/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(UV_INSTALL) -r requirements.txt
+	$(UV_INSTALL) --no-deps -e .
 	touch $(STAMP)
 
 repro: $(STAMP)
@@ -35,7 +43,7 @@ lint: $(STAMP)
 # Speed against the usual way (librosa, DataLoader) in one run; results in benchmarks/results.json.
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): requirements-bench.txt $(STAMP)
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements-bench.txt
+	$(UV_INSTALL) -r requirements-bench.txt
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
