@@ -1,10 +1,11 @@
 """`make bench`: speed of the pipeline's own code against the usual way, measured in one run on one machine.
 
 - featurize: end-to-end clips/s of the featurize stage's code (decode + resample + MFCC + write) against librosa
-  doing the same work one clip at a time;
+  doing the same work one clip at a time, alternating batch by batch;
 - train.<model>: samples/s of a real Trainer epoch against (a) the ceiling — a bare forward/backward/step loop over
   a resident tensor with the same model, dtype, memory format and batch size — and (b) the usual way — a
-  DataLoader over a per-sample Dataset, fp32, default settings;
+  DataLoader over a per-sample Dataset, fp32, default settings; the three interleaved pass by pass, each ratio
+  the median of the per-round ratios;
 - pipeline_seconds: the full default pipeline from an empty cache, `dvc repro` in a fresh clone of this commit;
   dvc_noop_seconds: `dvc repro` again there, with everything up to date (--no-pipeline: the no-op in this checkout).
 
@@ -32,7 +33,7 @@ from speciesclf.features import FeatureConfig
 from speciesclf.featurize import featurize
 from speciesclf.io import write_json
 from speciesclf.models import build_model
-from speciesclf.training import TrainConfig, Trainer, resolve_precision
+from speciesclf.training import EpochStats, TrainConfig, Trainer, resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,39 +52,44 @@ def machine() -> dict[str, object]:
 
 
 # -- featurize ------------------------------------------------------------------------------------------------
-def bench_featurize(n_clips: int, source_sr: int) -> dict[str, float]:
+def bench_featurize(n_clips: int, source_sr: int, rounds: int = 3) -> dict[str, float]:
+    """Ours and librosa on the same clips, alternating over ``rounds`` batches of ``n_clips`` (so both meet the
+    host's slow moments alike); the speed-up is the median of the per-round ratios."""
     cfg = FeatureConfig()
     rng = np.random.default_rng(0)
+    import librosa  # benchmark-only dependency (requirements-bench.txt)
+
+    def librosa_mfcc(path: Path) -> np.ndarray:
+        y, sr = librosa.load(path, sr=cfg.sample_rate, mono=True)
+        y = librosa.util.fix_length(y, size=cfg.clip_samples)
+        m = librosa.feature.mfcc(y=y, sr=sr, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
+                                 n_mels=cfg.n_mels, fmin=cfg.f_min)  # fmt: skip
+        return m[:, : cfg.frames]
+
+    ours, ref = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        rows = []
-        for i in range(n_clips):  # 5 s recordings at another rate, so resampling is part of the work
-            wave = 0.3 * rng.standard_normal(round(cfg.clip_seconds * source_sr)).astype(np.float32)
-            sf.write(tmp / f"clip{i:04d}.flac", wave, source_sr, subtype="PCM_16")
-            rows.append((f"clip{i:04d}.flac", f"sp{i % 4}", f"r{i}", "train"))
-        with open(tmp / "manifest.csv", "w", newline="") as f:
-            csv.writer(f).writerows([("path", "label", "recording_id", "split"), *rows])
+        for r in range(rounds):
+            folder = Path(tmp) / f"round{r}"
+            folder.mkdir()
+            rows = []
+            for i in range(n_clips):  # 5 s recordings at another rate, so resampling is part of the work
+                wave = 0.3 * rng.standard_normal(round(cfg.clip_seconds * source_sr)).astype(np.float32)
+                sf.write(folder / f"clip{i:04d}.flac", wave, source_sr, subtype="PCM_16")
+                rows.append((f"clip{i:04d}.flac", f"sp{i % 4}", f"r{i}", "train"))
+            with open(folder / "manifest.csv", "w", newline="") as f:
+                csv.writer(f).writerows([("path", "label", "recording_id", "split"), *rows])
+            if r == 0:  # warm-up: numba compiles librosa's kernels on first use; not librosa's steady pace
+                librosa_mfcc(folder / rows[0][0])
 
-        t0 = time.perf_counter()
-        featurize(tmp / "manifest.csv", tmp / "features", cfg, cfg.clip_seconds)
-        ours = time.perf_counter() - t0
-
-        import librosa  # benchmark-only dependency (requirements-bench.txt)
-
-        def librosa_mfcc(name: str) -> np.ndarray:
-            y, sr = librosa.load(tmp / name, sr=cfg.sample_rate, mono=True)
-            y = librosa.util.fix_length(y, size=cfg.clip_samples)
-            m = librosa.feature.mfcc(y=y, sr=sr, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
-                                     n_mels=cfg.n_mels, fmin=cfg.f_min)  # fmt: skip
-            return m[:, : cfg.frames]
-
-        librosa_mfcc(rows[0][0])  # warm-up: numba compiles librosa's kernels on first use; not librosa's steady pace
-        t0 = time.perf_counter()
-        feats = [librosa_mfcc(name) for name, *_ in rows]
-        np.save(tmp / "librosa.npy", np.stack(feats))
-        ref = time.perf_counter() - t0
-    return {"clips": n_clips, "source_sample_rate": source_sr, "clips_per_s": n_clips / ours,
-            "librosa_clips_per_s": n_clips / ref, "speedup_vs_librosa": ref / ours}  # fmt: skip
+            t0 = time.perf_counter()
+            featurize(folder / "manifest.csv", folder / "features", cfg, cfg.clip_seconds)
+            ours.append(n_clips / (time.perf_counter() - t0))
+            t0 = time.perf_counter()
+            np.save(folder / "librosa.npy", np.stack([librosa_mfcc(folder / name) for name, *_ in rows]))
+            ref.append(n_clips / (time.perf_counter() - t0))
+    return {"clips": n_clips, "rounds": rounds, "source_sample_rate": source_sr, "clips_per_s": float(np.median(ours)),
+            "librosa_clips_per_s": float(np.median(ref)),
+            "speedup_vs_librosa": float(np.median(np.divide(ours, ref)))}  # fmt: skip
 
 
 # -- training -------------------------------------------------------------------------------------------------
@@ -92,20 +98,23 @@ def _data(n: int, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     return rng.standard_normal((n, 20, 500)).astype(np.float32), rng.integers(0, n_classes, n).astype(np.int64)
 
 
-def _best_rate(one_pass: Callable[[], None], n: int, passes: int) -> float:
-    """Samples/s of the fastest of ``passes`` calls of ``one_pass`` (each a full pass over ``n`` samples)."""
-    best = 0.0
-    for _ in range(passes):
+def _timed(one_pass: Callable[[], None], n: int) -> Callable[[], float]:
+    """A function that runs ``one_pass`` (a full pass over ``n`` samples) and returns its samples/s."""
+
+    def rate() -> float:
         t0 = time.perf_counter()
         one_pass()
-        best = max(best, n / (time.perf_counter() - t0))
-    return best
+        return n / (time.perf_counter() - t0)
+
+    return rate
 
 
-def ceiling(model_name: str, x: np.ndarray, y: np.ndarray, batch: int, dtype: torch.dtype | None, passes: int) -> float:
+def ceiling(
+    model_name: str, x: np.ndarray, y: np.ndarray, batch: int, dtype: torch.dtype | None
+) -> Callable[[], float]:
     """A bare loop: resident tensors, same model/dtype/memory format/batch, no validation, no bookkeeping.
 
-    The best of ``passes`` full passes after two warm-up steps, as for the Trainer's epochs.
+    Warmed up by two steps; returns a function that times one full pass.
     """
     torch.manual_seed(0)
     model = build_model(model_name, int(y.max()) + 1).to(memory_format=torch.channels_last).train()
@@ -126,11 +135,14 @@ def ceiling(model_name: str, x: np.ndarray, y: np.ndarray, batch: int, dtype: to
 
     for idx in torch.randperm(len(xt))[: 2 * batch].split(batch):  # warm-up: oneDNN picks and caches kernels
         step(idx)
-    return _best_rate(one_pass, len(xt), passes)
+    return _timed(one_pass, len(xt))
 
 
-def dataloader_way(model_name: str, x: np.ndarray, y: np.ndarray, batch: int, passes: int) -> float:
-    """The usual way: a per-sample Dataset, DataLoader defaults, fp32, contiguous memory format; best pass."""
+def dataloader_way(model_name: str, x: np.ndarray, y: np.ndarray, batch: int) -> Callable[[], float]:
+    """The usual way: a per-sample Dataset, DataLoader defaults, fp32, contiguous memory format.
+
+    Warmed up by two steps, as the ceiling; returns a function that times one full pass.
+    """
 
     class Clips(torch.utils.data.Dataset):
         def __len__(self) -> int:
@@ -154,28 +166,39 @@ def dataloader_way(model_name: str, x: np.ndarray, y: np.ndarray, batch: int, pa
         for xb, yb in loader:
             step(xb, yb)
 
-    for k, (xb, yb) in enumerate(loader):  # warm-up: two steps, as for the ceiling
+    for k, (xb, yb) in enumerate(loader):
         step(xb, yb)
         if k == 1:
             break
-    return _best_rate(one_pass, len(x), passes)
+    return _timed(one_pass, len(x))
 
 
-def bench_train(model_name: str, n: int, batch: int = 32, passes: int = 3) -> dict[str, float | str]:
-    """Best epoch of each way out of ``passes`` (after a warm-up epoch): on a shared 2-core machine a single epoch
-    of a few hundred samples swings by 10-20 % from run to run, the best of several much less."""
+def bench_train(model_name: str, n: int, batch: int = 32, rounds: int = 3) -> dict[str, float | str]:
+    """The three ways interleaved: after each real Trainer epoch (its validation pass and best-weights
+    bookkeeping included), one pass of the ceiling and one of the DataLoader way, ``rounds`` times after a warm-up
+    epoch. On a shared 2-core machine the pace swings by 10-30 % within seconds; interleaving exposes the three to
+    the same moments, and each ratio is the median of its per-round ratios."""
     x, y = _data(n, 89)
-    config = TrainConfig(epochs=1 + passes, batch_size=batch, warmup_epochs=0, patience=100, device="cpu", seed=0)
-    trainer = Trainer(build_model(model_name, 89), config=config, log=None)
-    result = trainer.fit(x, y, x[:batch], y[:batch])
-    # a whole Trainer epoch, its validation pass (one batch) and best-weights bookkeeping included
-    ours = max(n / h.seconds for h in result.history[1:])
+    config = TrainConfig(epochs=1 + rounds, batch_size=batch, warmup_epochs=0, patience=100, device="cpu", seed=0)
     dtype = resolve_precision(config.precision, torch.device("cpu"))
-    ceil = ceiling(model_name, x, y, batch, dtype, passes)
-    usual = dataloader_way(model_name, x, y, batch, passes=1)  # 3x slower: one pass is precise enough
-    return {"samples": n, "precision": result.precision, "samples_per_s": ours, "ceiling_samples_per_s": ceil,
-            "fraction_of_ceiling": ours / ceil, "dataloader_samples_per_s": usual,
-            "speedup_vs_dataloader": ours / usual}  # fmt: skip
+    ways = {"ceiling": ceiling(model_name, x, y, batch, dtype), "dataloader": dataloader_way(model_name, x, y, batch)}
+    rates: dict[str, list[float]] = {"trainer": [], "ceiling": [], "dataloader": []}
+
+    def after_epoch(stats: EpochStats) -> None:
+        if stats.epoch == 1:
+            return  # warm-up
+        rates["trainer"].append(n / stats.seconds)
+        for name, rate in ways.items():
+            rates[name].append(rate())
+
+    trainer = Trainer(build_model(model_name, 89), config=config, callbacks=[after_epoch], log=None)
+    result = trainer.fit(x, y, x[:batch], y[:batch])
+    ours = np.asarray(rates["trainer"])
+    ceil, usual = np.asarray(rates["ceiling"]), np.asarray(rates["dataloader"])
+    return {"samples": n, "precision": result.precision, "rounds": rounds, "samples_per_s": float(np.median(ours)),
+            "ceiling_samples_per_s": float(np.median(ceil)), "fraction_of_ceiling": float(np.median(ours / ceil)),
+            "dataloader_samples_per_s": float(np.median(usual)),
+            "speedup_vs_dataloader": float(np.median(ours / usual))}  # fmt: skip
 
 
 # -- dvc ------------------------------------------------------------------------------------------------------
@@ -225,7 +248,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"))
     args = parser.parse_args()
     results: dict[str, object] = {"machine": machine()}
-    results["featurize"] = bench_featurize(n_clips=160, source_sr=44100)
+    results["featurize"] = bench_featurize(n_clips=80, source_sr=44100)
     results["train.AudioCNN"] = bench_train("AudioCNN", n=512)
     results["train.AudioCNNv2"] = bench_train("AudioCNNv2", n=256)
     results.update(bench_dvc(pipeline=not args.no_pipeline))
