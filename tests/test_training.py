@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -371,3 +373,20 @@ def test_precision_resolution() -> None:
         resolve_precision("fp8", cpu)
     with pytest.raises(ValueError, match=r"train\.precision"):
         TrainConfig(precision="fp16")
+
+
+@pytest.mark.parametrize("compiler_loaded", [False, True])
+def test_seed_all_turns_on_deterministic_kernels(compiler_loaded: bool) -> None:
+    """In a fresh interpreter, as a stage runs: the global switch is on, strict on CPU, and the compiler is left
+    unloaded unless something had loaded it already (then torch's public call sets its flag too)."""
+    code = (
+        "import sys, torch\n"
+        + ("import torch._inductor.config\n" if compiler_loaded else "")
+        + "from speciesclf.training import seed_all\n"
+        "assert not torch.are_deterministic_algorithms_enabled()\n"
+        "seed_all(0)\n"
+        "print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),"
+        " 'torch._inductor' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "False", str(compiler_loaded)]
