@@ -100,7 +100,7 @@ def _data(n: int, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _timed(one_pass: Callable[[], None], n: int) -> Callable[[], float]:
-    """A function that runs ``one_pass`` (a full pass over ``n`` samples) and returns its samples/s."""
+    """A function that runs ``one_pass`` (a pass over ``n`` samples) and returns its samples/s."""
 
     def rate() -> float:
         t0 = time.perf_counter()
@@ -108,6 +108,22 @@ def _timed(one_pass: Callable[[], None], n: int) -> Callable[[], float]:
         return n / (time.perf_counter() - t0)
 
     return rate
+
+
+def _step(
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    dtype: torch.dtype | None = None,
+) -> None:
+    """One bare training step; ``dtype`` is the autocast dtype (``None``: fp32)."""
+    with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        out = model(xb)
+    loss = torch.nn.functional.cross_entropy(out.float(), yb)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
 
 
 def ceiling(
@@ -122,20 +138,12 @@ def ceiling(
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
 
-    def step(idx: torch.Tensor) -> None:
-        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            out = model(xt[idx])
-        loss = torch.nn.functional.cross_entropy(out.float(), yt[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
     def one_pass() -> None:
         for idx in torch.randperm(len(xt)).split(batch):
-            step(idx)
+            _step(model, opt, xt[idx], yt[idx], dtype)
 
     for idx in torch.randperm(len(xt))[: 2 * batch].split(batch):  # warm-up: oneDNN picks and caches kernels
-        step(idx)
+        _step(model, opt, xt[idx], yt[idx], dtype)
     return _timed(one_pass, len(xt))
 
 
@@ -157,29 +165,22 @@ def dataloader_way(model_name: str, x: np.ndarray, y: np.ndarray, batch: int) ->
     model = build_model(model_name, int(y.max()) + 1).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loader = torch.utils.data.DataLoader(Clips(), batch_size=batch, shuffle=True)
-
-    def step(xb: torch.Tensor, yb: torch.Tensor) -> None:
-        loss = torch.nn.functional.cross_entropy(model(xb), yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
     steps = max(1, len(x) // (2 * batch))
 
     def half_pass() -> None:
         for xb, yb in itertools.islice(loader, steps):
-            step(xb, yb)
+            _step(model, opt, xb, yb)
 
     for xb, yb in itertools.islice(loader, 2):
-        step(xb, yb)
+        _step(model, opt, xb, yb)
     return _timed(half_pass, steps * batch)
 
 
 def bench_train(model_name: str, n: int, batch: int = 32, rounds: int = 3) -> dict[str, float | str]:
     """The three ways interleaved: after each real Trainer epoch (its validation pass and best-weights
-    bookkeeping included), one pass of the ceiling and one of the DataLoader way, ``rounds`` times after a warm-up
-    epoch. On a shared 2-core machine the pace swings by 10-30 % within seconds; interleaving exposes the three to
-    the same moments, and each ratio is the median of its per-round ratios."""
+    bookkeeping included), one pass of the ceiling and half an epoch of the DataLoader way, ``rounds`` times after
+    a warm-up epoch. On a shared 2-core machine the pace swings by 10-30 % within seconds; interleaving exposes the
+    three to the same moments, and each ratio is the median of its per-round ratios."""
     x, y = _data(n, 89)
     config = TrainConfig(epochs=1 + rounds, batch_size=batch, warmup_epochs=0, patience=100, device="cpu", seed=0)
     dtype = resolve_precision(config.precision, torch.device("cpu"))
