@@ -30,11 +30,11 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from speciesclf.features import FeatureConfig
-from speciesclf.featurize import featurize
-from speciesclf.io import write_json
-from speciesclf.models import build_model
-from speciesclf.training import EpochStats, TrainConfig, Trainer, resolve_precision
+from speciesclf.features.mfcc import FeatureConfig
+from speciesclf.features.store import featurize
+from speciesclf.files import write_json
+from speciesclf.models.cnn import build_model
+from speciesclf.training.trainer import EpochStats, TrainConfig, Trainer, resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,8 +48,13 @@ def machine() -> dict[str, object]:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version()}  # fmt: skip
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
 
 
 # -- featurize ------------------------------------------------------------------------------------------------
@@ -63,8 +68,9 @@ def bench_featurize(n_clips: int, source_sr: int, rounds: int = 3) -> dict[str, 
     def librosa_mfcc(path: Path) -> np.ndarray:
         y, sr = librosa.load(path, sr=cfg.sample_rate, mono=True)
         y = librosa.util.fix_length(y, size=cfg.clip_samples)
-        m = librosa.feature.mfcc(y=y, sr=sr, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
-                                 n_mels=cfg.n_mels, fmin=cfg.f_min)  # fmt: skip
+        m = librosa.feature.mfcc(
+            y=y, sr=sr, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels, fmin=cfg.f_min
+        )
         return m[:, : cfg.frames]
 
     ours, ref = [], []
@@ -83,14 +89,19 @@ def bench_featurize(n_clips: int, source_sr: int, rounds: int = 3) -> dict[str, 
                 librosa_mfcc(folder / rows[0][0])
 
             t0 = time.perf_counter()
-            featurize(folder / "manifest.csv", folder / "features", cfg, cfg.clip_seconds)
+            featurize(folder / "manifest.csv", folder / "features", cfg)
             ours.append(n_clips / (time.perf_counter() - t0))
             t0 = time.perf_counter()
             np.save(folder / "librosa.npy", np.stack([librosa_mfcc(folder / name) for name, *_ in rows]))
             ref.append(n_clips / (time.perf_counter() - t0))
-    return {"clips": n_clips, "rounds": rounds, "source_sample_rate": source_sr, "clips_per_s": float(np.median(ours)),
-            "librosa_clips_per_s": float(np.median(ref)),
-            "speedup_vs_librosa": float(np.median(np.divide(ours, ref)))}  # fmt: skip
+    return {
+        "clips": n_clips,
+        "rounds": rounds,
+        "source_sample_rate": source_sr,
+        "clips_per_s": float(np.median(ours)),
+        "librosa_clips_per_s": float(np.median(ref)),
+        "speedup_vs_librosa": float(np.median(np.divide(ours, ref))),
+    }
 
 
 # -- training -------------------------------------------------------------------------------------------------
@@ -198,10 +209,16 @@ def bench_train(model_name: str, n: int, batch: int = 32, rounds: int = 3) -> di
     result = trainer.fit(x, y, x[:batch], y[:batch])
     ours = np.asarray(rates["trainer"])
     ceil, usual = np.asarray(rates["ceiling"]), np.asarray(rates["dataloader"])
-    return {"samples": n, "precision": result.precision, "rounds": rounds, "samples_per_s": float(np.median(ours)),
-            "ceiling_samples_per_s": float(np.median(ceil)), "fraction_of_ceiling": float(np.median(ours / ceil)),
-            "dataloader_samples_per_s": float(np.median(usual)),
-            "speedup_vs_dataloader": float(np.median(ours / usual))}  # fmt: skip
+    return {
+        "samples": n,
+        "precision": result.precision,
+        "rounds": rounds,
+        "samples_per_s": float(np.median(ours)),
+        "ceiling_samples_per_s": float(np.median(ceil)),
+        "fraction_of_ceiling": float(np.median(ours / ceil)),
+        "dataloader_samples_per_s": float(np.median(usual)),
+        "speedup_vs_dataloader": float(np.median(ours / usual)),
+    }
 
 
 # -- dvc ------------------------------------------------------------------------------------------------------
@@ -258,8 +275,10 @@ def main() -> int:
     write_json(args.out, results)
     print(f"machine: {results['machine']}")
     for key in ("featurize", "train.AudioCNN", "train.AudioCNNv2"):
-        print(f"{key:18s} " + "  ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
-                                         for k, v in results[key].items()))  # fmt: skip
+        print(
+            f"{key:18s} "
+            + "  ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in results[key].items())
+        )
     for key in ("dvc_noop_seconds", "pipeline_seconds", "pipeline_stages"):
         print(f"{key:18s} {results.get(key)}")
     return 0

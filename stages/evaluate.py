@@ -1,30 +1,31 @@
-"""Stage `evaluate@<run>`: test-split metrics of a trained model.
+"""Stage `evaluate@<run>`: test-split metrics of a trained model, or of every model of the γ sweep.
 
-    python stages/evaluate.py baseline|phase2a|phase2b   → metrics/<run>.json, metrics/eval/<run>/
-    python stages/evaluate.py gamma_sweep                → the same for every γ in sweep.gammas
+    python stages/evaluate.py baseline --features data/features --models models --curves metrics/train \\
+        --scores metrics/eval --metrics metrics
 
-metrics/<run>.json holds the headline (window-level) keys at the top, `window` and `recording` sections, and the
-training facts. Its `train_seconds` is wall-clock, so the file is a top-level DVC metric, not a hashed output; the
-stage's hashed output metrics/eval/<run>/ holds the same scores without it (scores.json), the per-species table
-and the confusion pairs (DVC plots), so identical runs give identical hashes and changed scores re-run the report.
+For each run (``baseline``; for ``gamma_sweep``, ``gamma_sweep/gamma_<γ>`` for every γ in gamma_sweep.gammas) it
+reads MODELS/<run> and the training time in CURVES/<run>, and writes METRICS/<run>.json (the headline window-level
+scores at the top, ``window`` and ``recording`` sections, the training facts) and SCORES/<run>/. The latter, the
+stage's hashed output, holds the same scores without the wall-clock ``train_seconds`` (scores.json), the
+per-species table and the confusion pairs (DVC plots): identical runs give identical hashes, changed scores re-run
+the report.
 """
 
-import sys
+import argparse
 from pathlib import Path
 
-from speciesclf.experiment import evaluate_model
-from speciesclf.io import atomic_dir, read_json, write_json
+from speciesclf.cli import run_stage
+from speciesclf.evaluation.evaluate import evaluate_model
+from speciesclf.evaluation.metrics import HEADLINE
+from speciesclf.files import atomic_dir, read_json, write_json
 from speciesclf.params import load_params
-from speciesclf.runs import PHASES, sweep_runs
-from speciesclf.stage import run_stage
-
-HEADLINE = ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted", "f1_rare", "f1_common", "top5_accuracy")
+from speciesclf.runs import GAMMA_SWEEP, PHASES, sweep_runs
 
 
-def evaluate_run(run: str, rare_threshold: int) -> None:
-    result = evaluate_model(f"models/{run}", "data/features", rare_threshold)
-    live_summary = Path(f"metrics/train/{run}/metrics.json")
-    train_seconds = read_json(live_summary).get("train_seconds") if live_summary.exists() else None
+def evaluate_run(run: str, args: argparse.Namespace, rare_threshold: int) -> None:
+    result = evaluate_model(Path(args.models) / run, args.features, rare_threshold)
+    curves = Path(args.curves) / run / "metrics.json"
+    train_seconds = read_json(curves).get("train_seconds") if curves.exists() else None
     window = result["window"]
     metrics = {
         **{k: window[k] for k in HEADLINE},
@@ -34,11 +35,11 @@ def evaluate_run(run: str, rare_threshold: int) -> None:
         "window": window,
         "recording": result["recording"],
     }
-    with atomic_dir(f"metrics/eval/{run}") as out:
+    with atomic_dir(Path(args.scores) / run) as out:
         write_json(out / "scores.json", {k: v for k, v in metrics.items() if k != "train_seconds"})
         write_json(out / "per_class.json", result["per_class"])
         write_json(out / "confusion.json", result["confusion"])
-    write_json(f"metrics/{run}.json", metrics)
+    write_json(Path(args.metrics) / f"{run}.json", metrics)
     print(
         f"evaluate {run}: accuracy {window['accuracy']:.3f} f1_macro {window['f1_macro']:.3f} "
         f"f1_rare {window['f1_rare']} (n_test {window['n_test']})"
@@ -46,16 +47,21 @@ def evaluate_run(run: str, rare_threshold: int) -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("phase", choices=[*PHASES, GAMMA_SWEEP])
+    for folder, what in [
+        ("features", "the feature folder"),
+        ("models", "the trained models"),
+        ("curves", "the per-epoch curves"),
+        ("scores", "per-run score folders (written whole)"),
+        ("metrics", "per-run metrics files"),
+    ]:
+        parser.add_argument(f"--{folder}", required=True, help=what)
+    args = parser.parse_args()
     params = load_params()
-    target = sys.argv[1] if len(sys.argv) > 1 else ""
-    if target in PHASES:
-        runs = [target]
-    elif target == "gamma_sweep":
-        runs = sweep_runs(params["sweep"]["gammas"])
-    else:
-        raise ValueError(f"usage: evaluate.py {{{'|'.join(PHASES)}|gamma_sweep}}, got {target!r}")
+    runs = sweep_runs(params[GAMMA_SWEEP]["gammas"]) if args.phase == GAMMA_SWEEP else [args.phase]
     for run in runs:
-        evaluate_run(run, params["evaluate"]["rare_threshold"])
+        evaluate_run(run, args, params["evaluate"]["rare_threshold"])
 
 
 if __name__ == "__main__":

@@ -1,17 +1,26 @@
-"""Stage `featurize`: MFCC windows of every prepared clip → data/features/ (a few arrays per split)."""
+"""Stage `featurize`: MFCC windows of every prepared clip → OUT (a few arrays per split, see speciesclf.features.store).
 
-from speciesclf.features import FeatureConfig
-from speciesclf.featurize import featurize
-from speciesclf.io import atomic_dir
+python stages/featurize.py data/prepared data/features
+"""
+
+import argparse
+from pathlib import Path
+
+from speciesclf.cli import run_stage
+from speciesclf.features.mfcc import FeatureConfig
+from speciesclf.features.store import featurize
+from speciesclf.files import atomic_dir
 from speciesclf.params import load_params
-from speciesclf.stage import run_stage
 
 
 def main() -> None:
-    feats = dict(load_params()["features"])
-    hop = feats.pop("train_hop_seconds")
-    with atomic_dir("data/features") as out:
-        counts = featurize("data/prepared/manifest.csv", out, FeatureConfig.from_dict(feats), hop)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("prepared", help="the prepare stage's folder (its manifest.csv)")
+    parser.add_argument("out", help="the feature folder (written whole)")
+    args = parser.parse_args()
+    config = FeatureConfig(**load_params()["features"])
+    with atomic_dir(args.out) as out:
+        counts = featurize(Path(args.prepared) / "manifest.csv", out, config)
     print("featurize: windows per split " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 

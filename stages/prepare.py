@@ -1,13 +1,20 @@
-"""Stage `prepare`: the recordings and a split manifest → data/prepared/ (manifest.csv, report.json[, audio/])."""
+"""Stage `prepare`: the recordings, checked and split by recording → OUT (manifest.csv, report.json[, audio/]).
 
+python stages/prepare.py data/prepared
+"""
+
+import argparse
+
+from speciesclf.cli import run_stage
+from speciesclf.data.prepare import prepare
 from speciesclf.params import load_params
-from speciesclf.prepare import prepare
-from speciesclf.stage import run_stage
 
 
 def main() -> None:
-    params = load_params()
-    prepare(params, "data/prepared")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", help="the prepared data folder (written whole)")
+    args = parser.parse_args()
+    prepare(load_params(), args.out)
 
 
 if __name__ == "__main__":

@@ -1,24 +1,33 @@
-"""Stage `report`: metrics/summary.json and reports/results.md from every model's metrics."""
+"""Stage `report`: the summary of every run (SUMMARY) and the study's report (MARKDOWN).
 
+    python stages/report.py --metrics metrics --scores metrics/eval --summary metrics/summary.json \\
+        --markdown reports/results.md
+"""
+
+import argparse
 from pathlib import Path
 
-from speciesclf.io import read_json, write_json, write_text
+from speciesclf.cli import run_stage
+from speciesclf.evaluation.report import build_summary, render_markdown
+from speciesclf.files import read_json, write_json, write_text
 from speciesclf.params import load_params
-from speciesclf.report import build_summary, render_markdown
-from speciesclf.runs import PHASES, sweep_runs
-from speciesclf.stage import run_stage
+from speciesclf.runs import GAMMA_SWEEP, PHASES, sweep_runs
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--metrics", required=True, help="the folder of metrics/<run>.json")
+    parser.add_argument("--scores", required=True, help="the folder of the runs' score folders")
+    parser.add_argument("--summary", required=True, help="the summary JSON to write")
+    parser.add_argument("--markdown", required=True, help="the report to write")
+    args = parser.parse_args()
     params = load_params()
-    gammas = params["sweep"]["gammas"]
-    runs = [*PHASES, *sweep_runs(gammas)]
-    metrics = {run: read_json(f"metrics/{run}.json") for run in runs}
-    per_class = {run: read_json(f"metrics/eval/{run}/per_class.json") for run in PHASES}
+    gammas = params[GAMMA_SWEEP]["gammas"]
+    metrics = {run: read_json(Path(args.metrics) / f"{run}.json") for run in [*PHASES, *sweep_runs(gammas)]}
+    per_class = {run: read_json(Path(args.scores) / run / "per_class.json") for run in PHASES}
     summary = build_summary(metrics, per_class, gammas, params["report"])
-    write_json("metrics/summary.json", summary)
-    Path("reports").mkdir(exist_ok=True)
-    write_text("reports/results.md", render_markdown(summary))
+    write_json(args.summary, summary)
+    write_text(args.markdown, render_markdown(summary))
     v = summary["verdict"]
     print("report: " + ", ".join(f"{p} {'GO' if v[p]['go'] else 'NO-GO'}" for p in ("phase2a", "phase2b", "stretch")))
 

@@ -1,46 +1,63 @@
-"""Stages `train_baseline`, `train_phase2a`, `train_phase2b` and `gamma_sweep`: one model each → models/<run>/.
+"""Stages `train_baseline`, `train_phase2a`, `train_phase2b` and `gamma_sweep@γ`: one model each.
 
-    python stages/train.py baseline|phase2a|phase2b
-    python stages/train.py sweep --gamma 1.0      # → models/gamma_sweep/gamma_1.0/
-    torchrun --nproc_per_node=2 stages/train.py baseline   # data-parallel (DDP), as train.processes: 2 does
+    python stages/train.py baseline data/features models/baseline metrics/train/baseline
+    python stages/train.py gamma_sweep data/features models/gamma_sweep/gamma_1.0 \\
+        metrics/train/gamma_sweep/gamma_1.0 --gamma 1.0
+    torchrun --nproc_per_node=2 stages/train.py baseline ...    # data-parallel (DDP), as train.processes: 2 does
 
 With `train.processes` > 1 the stage starts torchrun on itself (so `dvc repro` runs it); launched by torchrun it
 trains with DistributedDataParallel, and only rank 0 logs and writes.
 
-Per-epoch curves go through dvclive to metrics/train/<run>/ (git-tracked; wall-clock times live only there and in
+Per-epoch curves go through dvclive to CURVES (git-tracked; wall-clock times live only there and in
 metrics/<run>.json, never in the cached model, so identical runs give identical dvc.lock hashes).
 """
 
 import argparse
+import functools
 import sys
+from contextlib import nullcontext
 
 from dvclive import Live
 
-from speciesclf import distributed
-from speciesclf.experiment import train_model
-from speciesclf.params import load_params
-from speciesclf.runs import run_dir
-from speciesclf.stage import run_stage, set_threads
-from speciesclf.training import EpochStats, TrainConfig, resolve_device
+from speciesclf.cli import run_stage
+from speciesclf.models.cnn import MODELS
+from speciesclf.models.saved import save_model
+from speciesclf.params import ParamsError, load_params
+from speciesclf.runs import GAMMA_SWEEP, PHASES, sweep_run
+from speciesclf.training import distributed
+from speciesclf.training.train import train_model
+from speciesclf.training.trainer import EpochStats, TrainConfig, resolve_device, set_threads
 
 CURVES = ("train_loss", "val_loss", "val_accuracy", "val_f1_macro", "lr", "seconds", "peak_memory_mb")
 
 
-def main() -> None:
+def _args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("phase", choices=["baseline", "phase2a", "phase2b", "sweep"])
-    parser.add_argument("--gamma", help="focal gamma of a sweep run, spelt as in params.yaml (names the run)")
+    parser.add_argument("phase", choices=[*PHASES, GAMMA_SWEEP])
+    parser.add_argument("features", help="the feature folder")
+    parser.add_argument("model", help="the model folder to write (model.pt, model.json)")
+    parser.add_argument("curves", help="the dvclive folder of the per-epoch curves")
+    parser.add_argument("--gamma", help="focal γ of a gamma_sweep run, spelt as in params.yaml")
     args = parser.parse_args()
-    params = load_params()
-    if (args.phase == "sweep") != (args.gamma is not None):
-        parser.error("--gamma goes with (and only with) the sweep phase")
+    if (args.phase == GAMMA_SWEEP) != (args.gamma is not None):
+        parser.error(f"--gamma goes with (and only with) {GAMMA_SWEEP}")
+    return args
 
-    run = run_dir(args.phase, args.gamma)
+
+def _loss(params: dict, phase: str, gamma: str | None) -> dict | None:
+    """The study's baseline (Phase 0) trains with plain cross-entropy; every other run with focal loss."""
+    if phase == "baseline":
+        return None
+    return {**params["loss"], "gamma": float(gamma)} if gamma is not None else dict(params["loss"])
+
+
+def main() -> None:
+    args = _args()
+    params = load_params()
     model_name = params["models"][args.phase]
-    # the baseline is the study's Phase 0: plain cross-entropy; the others use focal loss
-    loss = None if args.phase == "baseline" else dict(params["loss"])
-    if args.phase == "sweep":
-        loss["gamma"] = float(args.gamma)
+    if model_name not in MODELS:
+        raise ParamsError(f"models.{args.phase}: got {model_name!r}; allowed: one of {', '.join(MODELS)}")
+    loss = _loss(params, args.phase, args.gamma)
     train = dict(params["train"])
     processes = train.pop("processes")
     if processes > 1 and not distributed.launched():
@@ -48,23 +65,26 @@ def main() -> None:
     set_threads(train.pop("threads"))
     config = TrainConfig(**train, seed=params["seed"])
 
+    run = sweep_run(args.gamma) if args.gamma is not None else args.phase
     with distributed.session(resolve_device(config.device)) as world:
-        if not world.is_main:  # the other ranks train in step with rank 0 and write nothing
-            train_model("data/features", f"models/{run}", model_name, loss, config, log=None)
-            return
-        ddp = f", {world.size} processes (DDP)" if world.distributed else ""
-        print(f"train {run}: {model_name}, loss {loss or 'cross_entropy'}{ddp}")
-        with Live(dir=f"metrics/train/{run}", dvcyaml=None, save_dvc_exp=False, report=None) as live:
+        is_main = world.is_main  # rank 0 alone prints, logs curves and writes the model; the others train in step
+        if is_main:
+            ddp = f", {world.size} processes (DDP)" if world.distributed else ""
+            print(f"train {run}: {model_name}, loss {loss or 'cross_entropy'}{ddp}")
+        curves = Live(dir=args.curves, dvcyaml=None, save_dvc_exp=False, report=None) if is_main else nullcontext()
+        with curves as live:
+            callbacks = [functools.partial(_log_epoch, live)] if is_main else []
+            trained = train_model(args.features, model_name, loss, config, callbacks, log=print if is_main else None)
+            if is_main:
+                save_model(args.model, trained.network, trained.card)
+                live.summary["train_seconds"] = trained.train_seconds
+                live.summary.update({k: trained.card[k] for k in ("best_epoch", "epochs_run", "best_val_f1_macro")})
 
-            def log_epoch(stats: EpochStats) -> None:
-                for key in CURVES:
-                    live.log_metric(key, getattr(stats, key))
-                live.next_step()
 
-            result = train_model("data/features", f"models/{run}", model_name, loss, config, callbacks=[log_epoch])
-            live.summary.update(
-                {k: result[k] for k in ("train_seconds", "best_epoch", "epochs_run", "best_val_f1_macro")}
-            )
+def _log_epoch(live: Live, stats: EpochStats) -> None:
+    for key in CURVES:
+        live.log_metric(key, getattr(stats, key))
+    live.next_step()
 
 
 if __name__ == "__main__":

@@ -1,14 +1,15 @@
-"""Tests for speciesclf.audio: decoding real files, downmixing, resampling, error reasons and windowing."""
+"""Tests for speciesclf.data.audio: decoding real files, downmixing, resampling, error reasons and windowing."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from speciesclf.audio import AudioError, fit_length, load_audio, load_mono, resample, window_starts, windows
+from speciesclf.data.audio import AudioError, fit_length, load_audio, load_mono, resample, window_starts, windows
 
 TARGET_SR = 16000
 
@@ -79,28 +80,53 @@ def test_resample_noop_when_rates_match() -> None:
     assert resample(x, 16000, 16000) is x
 
 
-def test_unreadable(tmp_path: Path) -> None:
+def test_not_audio(tmp_path: Path) -> None:
     path = tmp_path / "noise.wav"
     path.write_bytes(np.random.default_rng(0).bytes(2048))
     with pytest.raises(AudioError) as exc:
         load_audio(path)
-    assert exc.value.reason == "unreadable"
+    assert exc.value.reason == "not_audio"
     assert exc.value.path == str(path)
     assert str(path) in str(exc.value)
 
 
-def test_missing_file_is_unreadable(tmp_path: Path) -> None:
+def test_truncated_flac_is_unreadable(tmp_path: Path) -> None:
+    path = tmp_path / "cut.flac"
+    sf.write(path, _tone(16000, 2.0), 16000, subtype="PCM_16")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # the header promises more than is there
     with pytest.raises(AudioError) as exc:
-        load_audio(tmp_path / "nope.wav")
+        load_audio(path)
     assert exc.value.reason == "unreadable"
 
 
-def test_empty(tmp_path: Path) -> None:
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(AudioError) as exc:
+        load_audio(tmp_path / "nope.wav")
+    assert exc.value.reason == "missing"
+
+
+def test_zero_bytes_is_empty(tmp_path: Path) -> None:
     path = tmp_path / "empty.wav"
+    path.write_bytes(b"")
+    with pytest.raises(AudioError) as exc:
+        load_audio(path)
+    assert (exc.value.reason, exc.value.detail) == ("empty", "0 bytes")
+
+
+def test_header_without_samples_is_zero_length(tmp_path: Path) -> None:
+    path = tmp_path / "no_samples.wav"
     sf.write(path, np.zeros((0, 1), dtype=np.float32), 16000, subtype="PCM_16")
     with pytest.raises(AudioError) as exc:
         load_mono(path, TARGET_SR)
-    assert exc.value.reason == "empty"
+    assert exc.value.reason == "zero_length"
+
+
+def test_all_zero_samples_are_silent(tmp_path: Path) -> None:
+    path = tmp_path / "silent.wav"
+    sf.write(path, np.zeros(1600, dtype=np.float32), 16000, subtype="PCM_16")
+    with pytest.raises(AudioError) as exc:
+        load_audio(path)
+    assert exc.value.reason == "silent"
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -115,9 +141,20 @@ def test_non_finite(tmp_path: Path, bad: float) -> None:
 
 
 def test_audio_error_is_value_error() -> None:
-    err = AudioError("x.wav", "empty", "zero samples")
+    err = AudioError("x.wav", "zero_length", "no samples decoded")
     assert isinstance(err, ValueError)
-    assert str(err) == "x.wav: empty (zero samples)"
+    assert str(err) == "x.wav: zero_length (no samples decoded)"
+
+
+def test_audio_error_survives_pickling() -> None:
+    """featurize's worker processes send errors to the parent by pickling them."""
+    err = pickle.loads(pickle.dumps(AudioError("x.wav", "unreadable", "bad block")))
+    assert (err.path, err.reason, err.detail, str(err)) == (
+        "x.wav",
+        "unreadable",
+        "bad block",
+        "x.wav: unreadable (bad block)",
+    )
 
 
 def test_fit_length_crops() -> None:

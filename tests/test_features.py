@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from speciesclf.features import FeatureConfig, MFCCExtractor, Standardizer
+from speciesclf.features.mfcc import FeatureConfig, MFCCExtractor, Standardizer
 
 
 def _clips(n: int, config: FeatureConfig, seed: int = 0) -> np.ndarray:

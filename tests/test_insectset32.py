@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speciesclf.audio import load_mono
-from speciesclf.sources import check_file, collect_csv
+from speciesclf.data.audio import load_mono
+from speciesclf.data.sources import check_file, collect_csv
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "insectset32"
 LABELS = DATA / "labels.csv"

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from speciesclf.losses import FocalLoss, effective_number_weights, focal_loss
+from speciesclf.models.losses import FocalLoss, effective_number_weights, focal_loss
 
 REDUCTIONS = ("mean", "sum", "none")
 N, C = 13, 6

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from speciesclf.metrics import classification_metrics, confusion, per_class_table, rare_species
+from speciesclf.evaluation.metrics import classification_metrics, per_class_table, rare_species
 
 # sklearn's balanced accuracy warns when a prediction names a species absent from y_true, as here on purpose
 pytestmark = pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true:UserWarning")
@@ -134,13 +134,3 @@ def test_per_class_table() -> None:
     p, r, f, s = skm.precision_recall_fscore_support(Y_TRUE, Y_PRED, labels=np.arange(6), zero_division=0)
     for key, expected in (("precision", p), ("recall", r), ("f1", f), ("support", s)):
         np.testing.assert_allclose([row[key] for row in rows], expected)
-
-
-def test_confusion() -> None:
-    cm = confusion(Y_TRUE, _proba(), 6)
-    assert cm.shape == (6, 6)
-    assert cm.sum() == 10
-    assert cm[1, 5] == 1
-    assert cm[3, 0] == 1
-    np.testing.assert_array_equal(cm.sum(axis=1), [2, 3, 1, 2, 2, 0])
-    np.testing.assert_array_equal(np.diag(cm), [1, 2, 1, 1, 1, 0])

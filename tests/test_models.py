@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from speciesclf.models import MODELS, AudioCNN, AudioCNNv2, build_model, count_parameters
+from speciesclf.models.cnn import MODELS, AudioCNN, AudioCNNv2, build_model, count_parameters
 
 
 @pytest.mark.parametrize("cls", [AudioCNN, AudioCNNv2])

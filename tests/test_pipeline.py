@@ -15,8 +15,20 @@ from dvcrepo import commit, copy_project, ran_stages, sh
 
 pytestmark = pytest.mark.slow
 
-METRIC_KEYS = {"accuracy", "balanced_accuracy", "f1_macro", "f1_weighted", "f1_rare", "top5_accuracy", "n_test",
-               "train_seconds", "best_epoch", "epochs_run", "window", "recording"}  # fmt: skip
+METRIC_KEYS = {
+    "accuracy",
+    "balanced_accuracy",
+    "f1_macro",
+    "f1_weighted",
+    "f1_rare",
+    "top5_accuracy",
+    "n_test",
+    "train_seconds",
+    "best_epoch",
+    "epochs_run",
+    "window",
+    "recording",
+}
 RUNS = ["baseline", "phase2a", "phase2b", "gamma_sweep/gamma_1.0", "gamma_sweep/gamma_2.0", "gamma_sweep/gamma_3.0"]
 
 

@@ -56,7 +56,7 @@ def set_params(repo: Path, **data: object) -> None:
     params["data"].update(data)
     params["features"].update(sample_rate=SR, clip_seconds=1.0, train_hop_seconds=1.0)
     params["train"].update(epochs=1, warmup_epochs=0)
-    params["sweep"]["gammas"] = [2.0]  # one sweep run is enough here; the sweep itself is tested elsewhere
+    params["gamma_sweep"]["gammas"] = [2.0]  # one sweep run is enough here; the sweep itself is tested elsewhere
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 

@@ -15,13 +15,14 @@ import pytest
 import soundfile as sf
 import yaml
 
-from speciesclf.experiment import train_model
-from speciesclf.features import FeatureConfig
-from speciesclf.featurize import featurize
+from speciesclf.data.prepare import prepare
+from speciesclf.features.mfcc import FeatureConfig
+from speciesclf.features.store import featurize
+from speciesclf.models.saved import save_model
 from speciesclf.params import validate
 from speciesclf.predict import COLUMNS, Predictor
-from speciesclf.prepare import prepare
-from speciesclf.training import TrainConfig
+from speciesclf.training.train import train_model
+from speciesclf.training.trainer import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -48,11 +49,10 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params["features"].update(sample_rate=SR, clip_seconds=1.0, train_hop_seconds=0.5)
     validate(params)
     prepare(params, base / "prepared")
-    feats = dict(params["features"])
-    hop = feats.pop("train_hop_seconds")
-    featurize(base / "prepared" / "manifest.csv", base / "features", FeatureConfig.from_dict(feats), hop)
+    featurize(base / "prepared" / "manifest.csv", base / "features", FeatureConfig(**params["features"]))
     config = TrainConfig(epochs=2, warmup_epochs=0, device="cpu", precision="fp32")
-    train_model(base / "features", base / "model", "AudioCNN", None, config, log=None)
+    trained = train_model(base / "features", "AudioCNN", None, config, log=None)
+    save_model(base / "model", trained.network, trained.card)
     return base / "model"
 
 
@@ -121,11 +121,12 @@ def test_recording_and_window_rows(model_dir: Path, predicted: Predicted, name: 
     # the recording's probabilities are the mean of its windows' (checked against the library, in process)
     path = next(folder.rglob(name))
     predictor = Predictor(model_dir)
-    proba = predictor.window_proba(path)
+    proba, starts = predictor.window_proba(path)
+    assert starts == GOOD[name]
     assert proba.shape == (len(GOOD[name]), len(FREQS))
     mean = proba.mean(axis=0)
     for r in recording:
-        assert float(r["probability"]) == pytest.approx(mean[predictor.species.index(r["species"])], abs=1e-5)
+        assert float(r["probability"]) == pytest.approx(mean[predictor.model.species.index(r["species"])], abs=1e-5)
 
 
 def test_bad_files_get_one_skipped_row_and_a_line_on_stderr(predicted: Predicted) -> None:

@@ -15,10 +15,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dvcrepo import commit, copy_project, env, ran_stages, sh
+from dvcrepo import ROOT, commit, copy_project, env, ran_stages, sh
 from test_pipeline import METRIC_KEYS, tiny_params
 
 pytestmark = pytest.mark.scale
+
+# the baseline's training command as dvc.yaml gives it, less `python`: the script and its paths
+BASELINE_CMD = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train_baseline"]["cmd"].split()[1:]
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +102,20 @@ def test_two_worker_queue_matches_runs_done_one_by_one(project: Path) -> None:
         by_gamma[str(data["params"]["params.yaml"]["data"]["loss"]["gamma"])] = data["rev"]
     assert sorted(by_gamma) == gammas
     for gamma in gammas:
-        sh(project, "dvc", "exp", "run", "-f", "-s", "-S", f"loss.gamma={gamma}", "-S", "train.threads=1",
-           "train_phase2a", "train_phase2b")  # fmt: skip
+        sh(
+            project,
+            "dvc",
+            "exp",
+            "run",
+            "-f",
+            "-s",
+            "-S",
+            f"loss.gamma={gamma}",
+            "-S",
+            "train.threads=1",
+            "train_phase2a",
+            "train_phase2b",
+        )
         queued_lock = sh(project, "git", "show", f"{by_gamma[gamma]}:dvc.lock").stdout
         alone_lock = (project / "dvc.lock").read_text()
         for stage in ("train_phase2a", "train_phase2b"):
@@ -119,7 +134,7 @@ def test_ddp_training_under_torchrun_has_the_single_process_schema(project: Path
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     # the environment switch: launched by torchrun, the stage trains with DDP whatever the params say
-    direct = sh(project, "torchrun", "--standalone", "--nproc_per_node=2", "stages/train.py", "baseline")
+    direct = sh(project, "torchrun", "--standalone", "--nproc_per_node=2", *BASELINE_CMD)
     assert direct.stdout.count("train baseline: AudioCNN, loss cross_entropy, 2 processes (DDP)") == 1
     assert direct.stdout.count("epoch   1/4") == 1  # one log, from rank 0
     direct_bytes = (project / "models/baseline/model.pt").read_bytes()

@@ -17,13 +17,13 @@ import pytest
 import soundfile as sf
 import yaml
 
-from speciesclf.audio import load_mono, window_starts
-from speciesclf.data import SPLITS, Clip, assign_splits, read_manifest
-from speciesclf.features import FeatureConfig
-from speciesclf.featurize import featurize
+from speciesclf.data.audio import load_mono, window_starts
+from speciesclf.data.manifest import SPLITS, Clip, assign_splits, read_manifest
+from speciesclf.data.prepare import prepare
+from speciesclf.data.sources import check_file, collect_csv, collect_folder
+from speciesclf.features.mfcc import FeatureConfig
+from speciesclf.features.store import featurize
 from speciesclf.params import validate
-from speciesclf.prepare import prepare
-from speciesclf.sources import check_file, collect_csv, collect_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -39,10 +39,10 @@ def base_params(path: Path, **data: Any) -> dict[str, Any]:
 
 
 def feature_config(path: Path) -> FeatureConfig:
-    """The FeatureConfig of the params (less the training hop, which featurize takes separately)."""
-    feats = dict(base_params(path)["features"])
-    assert feats.pop("train_hop_seconds") == 0.5
-    return FeatureConfig.from_dict(feats)
+    """The FeatureConfig of the params (training hop 0.5 s)."""
+    config = FeatureConfig(**base_params(path)["features"])
+    assert config.train_hop_seconds == 0.5
+    return config
 
 
 def tone(sr: int, seconds: float, freq: float, channels: int = 1, seed: int = 0) -> np.ndarray:
@@ -53,8 +53,9 @@ def tone(sr: int, seconds: float, freq: float, channels: int = 1, seed: int = 0)
     return np.stack([mono, 0.5 * mono], axis=1) if channels == 2 else mono
 
 
-def write_tone(path: Path, label: str, *, sr: int = SR, seconds: float = 1.0, channels: int = 1, seed: int = 0,
-               **kw: Any) -> None:  # fmt: skip
+def write_tone(
+    path: Path, label: str, *, sr: int = SR, seconds: float = 1.0, channels: int = 1, seed: int = 0, **kw: Any
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, tone(sr, seconds, FREQS.get(label, 600.0), channels, seed), sr, **kw)
 
@@ -224,7 +225,7 @@ def test_long_recording_windows_in_train_and_in_val(tmp_path: Path) -> None:
     windows = {e["path"]: e["windows"] for e in report["files"]}
     assert windows == {"train.flac": 79, "val.flac": 40, "test.wav": 3}
     assert windows["train.flac"] == len(window_starts(40 * SR, SR, SR // 2))
-    counts = featurize(out / "manifest.csv", tmp_path / "features", feature_config(root), 0.5)
+    counts = featurize(out / "manifest.csv", tmp_path / "features", feature_config(root))
     assert counts == {"train": 79, "val": 40, "test": 3}
 
 
@@ -233,8 +234,16 @@ def test_reported_windows_match_featurize_for_odd_lengths_and_rates(tmp_path: Pa
     root = tmp_path / "odd"
     root.mkdir()
     rows, n = [], 0
-    for sr, frames in [(44100, 44101), (48000, 48001), (22050, 22051), (8000, 8001), (44100, 3 * 44100 + 7),
-                       (44100, 44099), (11025, 11025 * 2 + 1), (16000, 16001)]:  # fmt: skip
+    for sr, frames in [
+        (44100, 44101),
+        (48000, 48001),
+        (22050, 22051),
+        (8000, 8001),
+        (44100, 3 * 44100 + 7),
+        (44100, 44099),
+        (11025, 11025 * 2 + 1),
+        (16000, 16001),
+    ]:
         for split in ("train", "val", "test"):
             rel = f"{split}_{sr}_{frames}.wav"
             wave = tone(sr, frames / sr, 500.0, seed=n)[:frames]
@@ -247,12 +256,12 @@ def test_reported_windows_match_featurize_for_odd_lengths_and_rates(tmp_path: Pa
     reported: dict[str, int] = defaultdict(int)
     for e in report["files"]:
         reported[e["split"]] += e["windows"]
-    counts = featurize(out / "manifest.csv", tmp_path / "features", feature_config(root), 0.5)
+    counts = featurize(out / "manifest.csv", tmp_path / "features", feature_config(root))
     assert counts == dict(reported)
 
 
 def test_featurize_gives_the_reported_windows_per_split(folder: Prepared, tmp_path: Path) -> None:
-    counts = featurize(folder.out / "manifest.csv", tmp_path / "features", feature_config(folder.root), 0.5)
+    counts = featurize(folder.out / "manifest.csv", tmp_path / "features", feature_config(folder.root))
     reported: dict[str, int] = defaultdict(int)
     for e in folder.report["files"]:
         if e["status"] == "used":
@@ -266,7 +275,7 @@ def test_featurize_bytes_do_not_depend_on_the_number_of_workers(folder: Prepared
     """Decoding spread over processes gives the same bytes as one process (so dvc.lock is unchanged)."""
     config = feature_config(folder.root)
     for workers in (1, 2):
-        featurize(folder.out / "manifest.csv", tmp_path / f"w{workers}", config, 0.5, workers=workers)
+        featurize(folder.out / "manifest.csv", tmp_path / f"w{workers}", config, workers=workers)
     files = sorted(p.name for p in (tmp_path / "w1").iterdir())
     assert files == sorted(p.name for p in (tmp_path / "w2").iterdir()) and "train_x.npy" in files
     for name in files:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speciesclf.synth import KINDS, SynthConfig, generate, make_species, species_counts
+from speciesclf.data.synth import KINDS, SynthConfig, generate, make_species, species_counts
 
 SMALL = SynthConfig(n_species=6, min_clips=3, imbalance=5.0, clip_seconds=1.0)
 

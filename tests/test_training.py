@@ -1,5 +1,5 @@
-"""Tests for speciesclf.training: a real (tiny) training run, its checkpoint, determinism, early stopping, the
-learning-rate schedule, the non-finite loss guard and configuration checks."""
+"""Tests for speciesclf.training.trainer: a real (tiny) training run, its saved weights, determinism, early
+stopping, the learning-rate schedule, the non-finite loss guard and configuration checks."""
 
 from __future__ import annotations
 
@@ -19,18 +19,17 @@ import torch.nn.functional as F
 from sklearn.metrics import f1_score
 from torch import nn
 
-from speciesclf.models import AudioCNN
-from speciesclf.training import (
+from speciesclf.models.cnn import AudioCNN
+from speciesclf.models.saved import load_weights, save_weights
+from speciesclf.training.trainer import (
     EpochStats,
     NonFiniteLossError,
     TrainConfig,
     Trainer,
     TrainResult,
     has_fast_bf16,
-    load_checkpoint,
     resolve_device,
     resolve_precision,
-    save_checkpoint,
 )
 
 N_CLASSES, N_MFCC, FRAMES = 4, 20, 64
@@ -72,7 +71,8 @@ def _train(checkpoint: Path, config: TrainConfig = CONFIG, **kwargs: Any) -> Run
     stats: list[EpochStats] = []
     lines: list[str] = []
     trainer = Trainer(AudioCNN(N_CLASSES), config=config, callbacks=[stats.append], log=lines.append, **kwargs)
-    result = trainer.fit(x_train, y_train, x_val, y_val, checkpoint=checkpoint)
+    result = trainer.fit(x_train, y_train, x_val, y_val)
+    save_weights(trainer.model, checkpoint, best_epoch=result.best_epoch)
     return Run(trainer, result, checkpoint, stats, lines)
 
 
@@ -102,7 +102,7 @@ def test_best_epoch_is_first_max_of_val_f1(run: Run) -> None:
 
 
 def test_checkpoint_holds_restored_best_weights(run: Run) -> None:
-    ckpt = load_checkpoint(run.checkpoint)
+    ckpt = load_weights(run.checkpoint)
     assert ckpt["best_epoch"] == run.result.best_epoch
     state = run.trainer.model.state_dict()
     assert ckpt["model_state"].keys() == state.keys()
@@ -111,7 +111,7 @@ def test_checkpoint_holds_restored_best_weights(run: Run) -> None:
         assert torch.equal(ckpt["model_state"][key], value), key
     # the weights in memory are the best epoch's: they reproduce that epoch's validation F1
     x_val, y_val = _data(32, seed=1)
-    pred = run.trainer.predict_proba(x_val).argmax(axis=1)
+    pred = run.trainer.predict_logits(x_val).argmax(dim=1).numpy()
     f1 = f1_score(y_val, pred, labels=np.unique(y_val), average="macro", zero_division=0)
     assert f1 == pytest.approx(run.result.history[run.result.best_epoch - 1].val_f1_macro)
     # and a fresh model loaded from the checkpoint predicts the same
@@ -141,13 +141,6 @@ def test_log_one_line_per_epoch(run: Run) -> None:
         best = max(best, stats.val_f1_macro)
 
 
-def test_result_to_dict(run: Run) -> None:
-    d = run.result.to_dict()
-    assert d["best_epoch"] == run.result.best_epoch
-    assert len(d["history"]) == run.result.epochs_run
-    assert set(d["history"][0]) >= {"epoch", "train_loss", "val_loss", "val_f1_macro", "lr"}
-
-
 def test_same_seed_gives_identical_checkpoint(run: Run, tmp_path: Path) -> None:
     again = _train(tmp_path / "model.pt")
     assert _sha256(again.checkpoint) == _sha256(run.checkpoint)
@@ -163,8 +156,8 @@ def test_other_seed_gives_other_checkpoint(run: Run, tmp_path: Path) -> None:
 def test_checkpoint_bytes_do_not_depend_on_path(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = nn.Linear(3, 2)
-    save_checkpoint(model, tmp_path / "a.pt", best_epoch=3)
-    save_checkpoint(model, tmp_path / "sub" / "b.pt", best_epoch=3)
+    save_weights(model, tmp_path / "a.pt", best_epoch=3)
+    save_weights(model, tmp_path / "sub" / "b.pt", best_epoch=3)
     assert _sha256(tmp_path / "a.pt") == _sha256(tmp_path / "sub" / "b.pt")
 
 
@@ -255,15 +248,14 @@ def test_non_finite_loss_stops_with_epoch_and_batch() -> None:
     assert "nan" in str(exc.value)
 
 
-def test_infinite_features_stop_training(tmp_path: Path) -> None:
+def test_infinite_features_stop_training() -> None:
     x_train, y_train = _data(48, seed=0)
     x_val, y_val = _data(16, seed=1)
     x_train[5, 3, 10] = np.inf
     config = TrainConfig(epochs=2, batch_size=16, warmup_epochs=0, device="cpu")
     trainer = Trainer(AudioCNN(N_CLASSES), config=config, log=None)
     with pytest.raises(NonFiniteLossError, match=r"at epoch 1, batch [0-2]$"):
-        trainer.fit(x_train, y_train, x_val, y_val, checkpoint=tmp_path / "model.pt")
-    assert not (tmp_path / "model.pt").exists()
+        trainer.fit(x_train, y_train, x_val, y_val)
 
 
 def test_log_prints_by_default(capsys: pytest.CaptureFixture[str]) -> None:
@@ -290,16 +282,15 @@ def test_empty_sets_rejected() -> None:
         trainer.fit(x[:0], y[:0], x, y)
 
 
-def test_predict_proba() -> None:
+def test_predict_logits_batched() -> None:
     torch.manual_seed(0)
     trainer = Trainer(AudioCNN(N_CLASSES), config=replace(CONFIG, eval_batch_size=3), log=None)
     x, _ = _data(7, seed=0)
-    proba = trainer.predict_proba(x)
-    assert proba.shape == (7, N_CLASSES)
-    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-5)
+    logits = trainer.predict_logits(x)
+    assert logits.shape == (7, N_CLASSES) and logits.dtype == torch.float32
     # batching does not change the result (eval mode)
-    whole = Trainer(trainer.model, config=replace(CONFIG, eval_batch_size=256), log=None).predict_proba(x)
-    np.testing.assert_allclose(proba, whole, rtol=1e-4, atol=1e-6)
+    whole = Trainer(trainer.model, config=replace(CONFIG, eval_batch_size=256), log=None).predict_logits(x)
+    torch.testing.assert_close(logits, whole, rtol=1e-4, atol=1e-5)
     assert trainer.predict_logits(x[:0]).shape == (0, 0)
 
 
@@ -357,7 +348,8 @@ def test_bf16_autocast_trains_and_is_deterministic(tmp_path: Path) -> None:
     for k in range(2):
         torch.manual_seed(0)
         trainer = Trainer(AudioCNN(N_CLASSES), config=config, log=None)
-        result = trainer.fit(x, y, x[:32], y[:32], checkpoint=tmp_path / f"bf16_{k}.pt")
+        result = trainer.fit(x, y, x[:32], y[:32])
+        save_weights(trainer.model, tmp_path / f"bf16_{k}.pt", best_epoch=result.best_epoch)
         assert result.precision == "bf16"
         assert result.history[-1].train_loss < result.history[0].train_loss
         digests.append(hashlib.sha256((tmp_path / f"bf16_{k}.pt").read_bytes()).hexdigest())
@@ -382,7 +374,7 @@ def test_seed_all_turns_on_deterministic_kernels(compiler_loaded: bool) -> None:
     code = (
         "import sys, torch\n"
         + ("import torch._inductor.config\n" if compiler_loaded else "")
-        + "from speciesclf.training import seed_all\n"
+        + "from speciesclf.training.trainer import seed_all\n"
         "assert not torch.are_deterministic_algorithms_enabled()\n"
         "seed_all(0)\n"
         "print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),"

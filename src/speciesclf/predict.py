@@ -2,32 +2,29 @@
 
     python -m speciesclf.predict models/phase2b recordings/ extra.flac --top-k 3 --out predictions.csv
 
-Each recording is cut into clip windows exactly as the pipeline cuts test recordings (hop = one clip; a short
-recording is wrap-padded), each window gets species probabilities, and the recording gets the mean of its windows'
-probabilities. The CSV has one row per (file, level, window, rank); files that cannot be used get one
-``skipped`` row with the reason, and a line on stderr.
+Each recording is cut into clip windows exactly as the pipeline cuts test recordings (hop = one clip, a last window
+aligned to the recording's end; a short recording is wrap-padded), each window gets species probabilities, and the
+recording gets the mean of its windows' probabilities. The CSV has one row per (file, level, window, rank); files
+that cannot be used get one ``skipped`` row with the reason, and a line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from speciesclf.audio import load_mono, windows
-from speciesclf.experiment import load_model
-from speciesclf.features import FeatureConfig, MFCCExtractor, Standardizer
-from speciesclf.io import write_text
-from speciesclf.sources import check_file
+from speciesclf.data.audio import AudioError, load_mono, window_starts, windows
+from speciesclf.features.mfcc import MFCCExtractor
+from speciesclf.files import csv_text, write_text
+from speciesclf.models.saved import load_model
 
-__all__ = ["main", "predict_file"]
+__all__ = ["COLUMNS", "Predictor", "main", "predict_file"]
 
 COLUMNS = ("path", "level", "window", "start_seconds", "rank", "species", "probability", "note")
 
@@ -44,44 +41,38 @@ def _expand(inputs: Sequence[str]) -> list[Path]:
 
 
 class Predictor:
+    """A saved model with its preprocessor: audio file in, window probabilities out."""
+
     def __init__(self, model_dir: str | os.PathLike[str]) -> None:
-        self.model, meta = load_model(model_dir)
-        self.species: list[str] = meta["species"]
-        feats = dict(meta["features"])
-        feats.pop("train_hop_seconds", None)
-        self.config = FeatureConfig.from_dict(feats)
+        self.model = load_model(model_dir)
+        self.config = self.model.features
         self.extract = MFCCExtractor(self.config)
-        self.norm = Standardizer.from_dict(meta["norm"])
 
     @torch.no_grad()
-    def window_proba(self, path: Path) -> np.ndarray:
-        """``(windows, species)`` probabilities of one recording."""
+    def window_proba(self, path: Path) -> tuple[np.ndarray, list[float]]:
+        """``(windows, species)`` probabilities of one recording and each window's start in seconds."""
         wave = load_mono(path, self.config.sample_rate)
-        clips = windows(wave, self.config.clip_samples, self.config.clip_samples)
-        x = torch.from_numpy(self.norm(self.extract(clips)))
-        return torch.softmax(self.model(x).double(), dim=1).numpy()
+        clip = self.config.clip_samples
+        x = torch.from_numpy(self.model.norm(self.extract(windows(wave, clip, clip))))
+        starts = [s / self.config.sample_rate for s in window_starts(len(wave), clip, clip)]
+        return torch.softmax(self.model.network(x).double(), dim=1).numpy(), starts
 
 
 def predict_file(predictor: Predictor, path: Path, top_k: int) -> list[tuple]:
-    check = check_file(path)
-    if not check.ok:
-        return [(str(path), "skipped", "", "", "", "", "", f"{check.reason}: {check.detail}")]
-    proba = predictor.window_proba(path)
-    rows: list[tuple] = []
+    """CSV rows of one file: the recording's top-k species, then each window's; or one ``skipped`` row."""
+    try:
+        proba, starts = predictor.window_proba(path)
+    except AudioError as exc:
+        return [(str(path), "skipped", "", "", "", "", "", f"{exc.reason}: {exc.detail}")]
     k = min(top_k, proba.shape[1])
 
-    def ranked(p: np.ndarray) -> Iterable[tuple[int, str, str]]:
+    def ranked(p: np.ndarray) -> Iterator[tuple[int, str, str]]:
         for rank, i in enumerate(np.argsort(-p, kind="stable")[:k], start=1):
-            yield rank, predictor.species[i], f"{p[i]:.6f}"
+            yield rank, predictor.model.species[i], f"{p[i]:.6f}"
 
-    for rank, sp, pr in ranked(proba.mean(axis=0)):
-        rows.append((str(path), "recording", "", "", rank, sp, pr, ""))
-    for w, p in enumerate(proba):
-        start = f"{w * predictor.config.clip_seconds:.3f}"
-        if w == len(proba) - 1 and len(proba) > 1:
-            start = f"{max(check.seconds - predictor.config.clip_seconds, 0):.3f}"  # the end-aligned last window
-        for rank, sp, pr in ranked(p):
-            rows.append((str(path), "window", w, start, rank, sp, pr, ""))
+    rows = [(str(path), "recording", "", "", rank, sp, pr, "") for rank, sp, pr in ranked(proba.mean(axis=0))]
+    for w, (p, start) in enumerate(zip(proba, starts, strict=True)):
+        rows += [(str(path), "window", w, f"{start:.3f}", rank, sp, pr, "") for rank, sp, pr in ranked(p)]
     return rows
 
 
@@ -101,22 +92,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (Path(args.model_dir) / "model.json").is_file():
         parser.error(f"{args.model_dir}: not a model directory (no model.json); train one with `dvc repro`")
     predictor = Predictor(args.model_dir)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    n_ok = n_skipped = 0
+    rows, n_ok, n_skipped = [], 0, 0
     for path in _expand(args.inputs):
-        rows = predict_file(predictor, path, args.top_k)
-        if rows[0][1] == "skipped":
+        file_rows = predict_file(predictor, path, args.top_k)
+        if file_rows[0][1] == "skipped":
             n_skipped += 1
-            print(f"skipped {path}: {rows[0][-1]}", file=sys.stderr)
+            print(f"skipped {path}: {file_rows[0][-1]}", file=sys.stderr)
         else:
             n_ok += 1
-        writer.writerows(rows)
+        rows += file_rows
+    text = csv_text(COLUMNS, rows)
     if args.out:
-        write_text(args.out, buf.getvalue())
+        write_text(args.out, text)
     else:
-        sys.stdout.write(buf.getvalue())
+        sys.stdout.write(text)
     print(f"predicted {n_ok} recording(s), skipped {n_skipped}", file=sys.stderr)
     return 0 if n_ok else 1
 

@@ -1,22 +1,23 @@
-"""Names of the study's runs: where each model, its metrics and its curves live."""
+"""The study's runs and their names.
+
+A run is a phase of the study (``baseline``, ``phase2a``, ``phase2b``) or one γ of the sweep
+(``gamma_sweep/gamma_1.0``). A run's name is its sub-path under each output folder that ``dvc.yaml`` passes to the
+stages (``models/``, ``metrics/train/``, ``metrics/eval/``, ``metrics/``).
+"""
 
 from __future__ import annotations
 
-__all__ = ["PHASES", "run_dir", "sweep_runs"]
+__all__ = ["GAMMA_SWEEP", "PHASES", "sweep_run", "sweep_runs"]
 
 PHASES = ("baseline", "phase2a", "phase2b")
+GAMMA_SWEEP = "gamma_sweep"  # the stage, its params section and its runs' parent folder
 
 
-def gamma_tag(gamma: float | str) -> str:
-    """``1.0`` → ``gamma_1.0``, ``1`` → ``gamma_1``: γ spelt as in params.yaml, as DVC's matrix spells it."""
-    return f"gamma_{gamma}"
-
-
-def run_dir(phase: str, gamma: float | str | None = None) -> str:
-    """``baseline`` → ``baseline``; sweep at γ=1 → ``gamma_sweep/gamma_1.0``."""
-    return f"gamma_sweep/{gamma_tag(gamma)}" if phase == "sweep" and gamma is not None else phase
+def sweep_run(gamma: float | str) -> str:
+    """γ spelt as in params.yaml, as DVC's ``matrix`` spells it: ``1.0`` → ``gamma_sweep/gamma_1.0``."""
+    return f"{GAMMA_SWEEP}/gamma_{gamma}"
 
 
 def sweep_runs(gammas: list[float]) -> list[str]:
-    """Run names of the sweep, from ``sweep.gammas`` as loaded from params.yaml."""
-    return [run_dir("sweep", g) for g in gammas]
+    """Run names of the sweep, from ``gamma_sweep.gammas`` as loaded from params.yaml."""
+    return [sweep_run(g) for g in gammas]

@@ -1,29 +1,26 @@
-"""The training loop: warm-up + cosine learning rate, early stopping on validation macro-F1, best checkpoint.
+"""The training loop: warm-up + cosine learning rate, early stopping on validation macro-F1, best weights kept.
 
 The training split lives on the device as one tensor and each epoch walks a seeded permutation of it: no
 per-sample Dataset/DataLoader, whose Python overhead dominates for inputs this small (see ``make bench``).
 On CPU every run with the same seed and thread count is bit-identical (``torch.use_deterministic_algorithms``);
 on CUDA a few kernels have no deterministic variant, so GPU runs are repeatable only up to float rounding.
 
-Inside a process group (``torchrun``, see :mod:`speciesclf.distributed`) the same loop trains with
+Inside a process group (``torchrun``, see :mod:`speciesclf.training.distributed`) the same loop trains with
 DistributedDataParallel: each rank walks its shard of every epoch's permutation with ``batch_size`` samples per
 step (an effective batch of ``batch_size * world size``), validation is split across ranks and gathered, and only
-rank 0 logs, calls callbacks and saves the checkpoint.
+rank 0 is given callbacks and a log.
 """
 
 from __future__ import annotations
 
 import copy
-import io
 import math
 import os
 import resource
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -31,10 +28,18 @@ from sklearn.metrics import f1_score
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from speciesclf import distributed
-from speciesclf.io import atomic_path
+from speciesclf.training import distributed
 
-__all__ = ["EpochStats", "NonFiniteLossError", "TrainConfig", "TrainResult", "Trainer", "resolve_device", "seed_all"]
+__all__ = [
+    "EpochStats",
+    "NonFiniteLossError",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "resolve_device",
+    "seed_all",
+    "set_threads",
+]
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -103,9 +108,6 @@ class TrainResult:
     world_size: int = 1
     history: list[EpochStats] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def seed_all(seed: int) -> None:
     """Seed every generator training touches and demand deterministic kernels."""
@@ -128,6 +130,12 @@ def _deterministic_kernels(warn_only: bool) -> None:
         torch.use_deterministic_algorithms(True, warn_only=warn_only)
     else:
         eager_switch(True, warn_only=warn_only)
+
+
+def set_threads(threads: int) -> None:
+    """``threads`` > 0 pins torch's intra-op threads (two queue workers on two cores must not oversubscribe)."""
+    if threads > 0:
+        torch.set_num_threads(threads)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -172,11 +180,40 @@ def _peak_memory_mb(device: torch.device) -> float:
     return rss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
+@dataclass
+class _Best:
+    """Early stopping: the best validation macro-F1 so far, its epoch and a copy of its weights."""
+
+    f1: float = -1.0
+    epoch: int = 0
+    state: dict[str, torch.Tensor] | None = None
+
+    def update(self, stats: EpochStats, model: nn.Module) -> bool:
+        if stats.val_f1_macro <= self.f1:
+            return False
+        self.f1, self.epoch, self.state = stats.val_f1_macro, stats.epoch, copy.deepcopy(model.state_dict())
+        return True
+
+
+@dataclass
+class _Run:
+    """What one ``fit`` works with: the training split on the device, the network as trained, the optimiser."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    net: nn.Module  # the model, wrapped in DistributedDataParallel inside a process group
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    shuffle: torch.Generator  # owns the shuffling, independent of dropout's stream
+    per_rank: int  # samples each rank walks per epoch (DistributedSampler pads every shard to this length)
+
+
 class Trainer:
     """Train a classifier on in-memory features ``(n, n_mfcc, frames)`` with integer labels ``(n,)``.
 
     ``callbacks`` are called with each epoch's :class:`EpochStats` (a stage plugs dvclive in here);
-    ``log`` receives one progress line per epoch (``None`` silences it).
+    ``log`` receives one progress line per epoch (``None`` silences it). Under DDP every rank runs the same loop;
+    give callbacks and a log to rank 0 only.
     """
 
     def __init__(
@@ -200,7 +237,120 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.log = log
 
-    # -- schedule -------------------------------------------------------------------------------------------
+    def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray) -> TrainResult:
+        """Train; leave the model with the weights of the epoch with the best validation macro-F1."""
+        cfg = self.config
+        if len(x_train) == 0 or len(x_val) == 0:
+            raise ValueError(f"need non-empty training and validation sets, got {len(x_train)} and {len(x_val)}")
+        seed_all(cfg.seed)
+        run = self._start(x_train, y_train)
+        best, history = _Best(), []
+        t_start = time.perf_counter()
+        for epoch in range(1, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            lr = run.opt.param_groups[0]["lr"]
+            train_loss = self._train_epoch(run, epoch)
+            stats = self._validate(x_val, y_val, epoch=epoch, train_loss=train_loss, lr=lr, t0=t0)
+            history.append(stats)
+            improved = best.update(stats, self.model)  # every rank sees the same validation: same decisions
+            self._report(stats, improved)
+            if epoch - best.epoch >= cfg.patience:
+                break
+        self.model.load_state_dict(best.state)
+        return TrainResult(
+            best_epoch=best.epoch,
+            epochs_run=len(history),
+            best_val_f1_macro=best.f1,
+            stopped_early=len(history) < cfg.epochs,
+            train_seconds=time.perf_counter() - t_start,
+            device=str(self.device),
+            precision="bf16" if self.autocast_dtype is not None else "fp32",
+            world_size=self.world.size,
+            history=history,
+        )
+
+    # -- the steps of fit, in order ----------------------------------------------------------------------------
+    def _start(self, x_train: np.ndarray, y_train: np.ndarray) -> _Run:
+        cfg = self.config
+        shuffle = torch.Generator().manual_seed(cfg.seed)
+        x = torch.as_tensor(x_train, dtype=torch.float32).to(self.device)
+        y = torch.as_tensor(y_train, dtype=torch.long).to(self.device)
+        per_rank = math.ceil(len(x) / self.world.size)
+        steps_per_epoch = math.ceil(per_rank / cfg.batch_size)
+        net: nn.Module = self.model
+        if self.world.distributed:
+            # DDP broadcasts rank 0's weights now and averages gradients in every backward
+            net = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.index is not None else None
+            )
+        opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: self._lr_factor(s, steps_per_epoch))
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        return _Run(x, y, net, opt, sched, shuffle, per_rank)
+
+    def _train_epoch(self, run: _Run, epoch: int) -> float:
+        """One pass over this rank's share of the training split; returns the mean loss over all ranks."""
+        cfg, n = self.config, len(run.x)
+        self.model.train()
+        if self.world.distributed:
+            order = distributed.shard(n, self.world, epoch=epoch, seed=cfg.seed).to(self.device)
+        else:
+            order = torch.randperm(n, generator=run.shuffle).to(self.device)
+        loss_sum = torch.zeros((), device=self.device)
+        for batch, start in enumerate(range(0, len(order), cfg.batch_size)):
+            idx = order[start : start + cfg.batch_size]
+            if len(idx) < 2 and n > 1:
+                continue  # batch norm cannot train on a lone sample; it is seen again next epoch
+            loss = self._step(run, idx)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(f"non-finite training loss ({loss.item()}) at epoch {epoch}, batch {batch}")
+            loss_sum += loss.detach() * len(idx)
+        distributed.all_reduce_sum(loss_sum)
+        return float(loss_sum) / (run.per_rank * self.world.size)
+
+    def _step(self, run: _Run, idx: torch.Tensor) -> torch.Tensor:
+        """Forward, backward and an optimiser step on one batch; a non-finite loss is returned before any update."""
+        with self._autocast():
+            logits = run.net(run.x[idx])
+        loss = self.loss_fn(logits.float(), run.y[idx])  # the loss in fp32 whatever the forward's dtype
+        if not torch.isfinite(loss):
+            return loss
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        run.opt.step()
+        run.sched.step()
+        return loss
+
+    def _validate(
+        self, x_val: np.ndarray, y_val: np.ndarray, *, epoch: int, train_loss: float, lr: float, t0: float
+    ) -> EpochStats:
+        logits = self._val_logits(x_val)
+        pred = logits.argmax(1).numpy()
+        return EpochStats(
+            epoch=epoch,
+            train_loss=train_loss,
+            val_loss=float(nn.functional.cross_entropy(logits, torch.as_tensor(y_val, dtype=torch.long))),
+            val_accuracy=float((pred == y_val).mean()),
+            val_f1_macro=float(f1_score(y_val, pred, labels=np.unique(y_val), average="macro", zero_division=0)),
+            lr=lr,
+            seconds=time.perf_counter() - t0,
+            peak_memory_mb=_peak_memory_mb(self.device),
+        )
+
+    def _report(self, stats: EpochStats, improved: bool) -> None:
+        if self.log:
+            self.log(
+                f"epoch {stats.epoch:3d}/{self.config.epochs} train_loss {stats.train_loss:.4f} "
+                f"val_loss {stats.val_loss:.4f} val_acc {stats.val_accuracy:.3f} val_f1 {stats.val_f1_macro:.3f} "
+                f"lr {stats.lr:.2e} {stats.seconds:.1f}s{' *' if improved else ''}"
+            )
+        for callback in self.callbacks:
+            callback(stats)
+
+    # -- helpers ----------------------------------------------------------------------------------------------
     def _lr_factor(self, step: int, steps_per_epoch: int) -> float:
         """Linear warm-up over ``warmup_epochs``, then cosine decay to ``min_lr_ratio`` at the last epoch."""
         cfg = self.config
@@ -211,7 +361,6 @@ class Trainer:
         progress = min((step - warm) / total, 1.0)
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
-    # -- evaluation -----------------------------------------------------------------------------------------
     @torch.no_grad()
     def predict_logits(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Logits ``(n, C)`` in eval mode, batched; returned on the CPU as float32."""
@@ -222,123 +371,9 @@ class Trainer:
             out = [self.model(x[i : i + bs].to(self.device)).float().cpu() for i in range(0, len(x), bs)]
         return torch.cat(out) if out else torch.empty(0, 0)
 
-    def predict_proba(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
-        return torch.softmax(self.predict_logits(x), dim=1).numpy()
-
     def _autocast(self) -> torch.autocast:
         dtype = self.autocast_dtype
         return torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
-
-    # -- training -------------------------------------------------------------------------------------------
-    def fit(
-        self,
-        x_train: np.ndarray,
-        y_train: np.ndarray,
-        x_val: np.ndarray,
-        y_val: np.ndarray,
-        checkpoint: str | os.PathLike[str] | None = None,
-    ) -> TrainResult:
-        """Train; restore the weights of the best validation macro-F1 epoch and save them to ``checkpoint``."""
-        cfg = self.config
-        if len(x_train) == 0 or len(x_val) == 0:
-            raise ValueError(f"need non-empty training and validation sets, got {len(x_train)} and {len(x_val)}")
-        seed_all(cfg.seed)
-        world = self.world
-        gen = torch.Generator().manual_seed(cfg.seed)  # owns the shuffling, independent of dropout's stream
-        xt = torch.as_tensor(x_train, dtype=torch.float32).to(self.device)
-        yt = torch.as_tensor(y_train, dtype=torch.long).to(self.device)
-        yv = torch.as_tensor(y_val, dtype=torch.long)
-        n = len(xt)
-        per_rank = math.ceil(n / world.size)  # DistributedSampler pads every shard to this length
-        steps_per_epoch = math.ceil(per_rank / cfg.batch_size)
-        net: nn.Module = self.model
-        if world.distributed:
-            # DDP broadcasts rank 0's weights now and averages gradients in every backward
-            net = DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.index is not None else None
-            )
-        opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: self._lr_factor(s, steps_per_epoch))
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-
-        best_f1, best_epoch, best_state = -1.0, 0, None
-        history: list[EpochStats] = []
-        t_start = time.perf_counter()
-        for epoch in range(1, cfg.epochs + 1):
-            t0 = time.perf_counter()
-            lr = opt.param_groups[0]["lr"]
-            self.model.train()
-            if world.distributed:
-                order = distributed.shard(n, world, epoch=epoch, seed=cfg.seed).to(self.device)
-            else:
-                order = torch.randperm(n, generator=gen).to(self.device)
-            loss_sum = torch.zeros((), device=self.device)
-            for b, start in enumerate(range(0, len(order), cfg.batch_size)):
-                idx = order[start : start + cfg.batch_size]
-                if len(idx) < 2 and n > 1:
-                    continue  # batch norm cannot train on a lone sample; it is seen again next epoch
-                with self._autocast():
-                    logits = net(xt[idx])
-                loss = self.loss_fn(logits.float(), yt[idx])  # the loss in fp32 whatever the forward's dtype
-                if not torch.isfinite(loss):
-                    raise NonFiniteLossError(f"non-finite training loss ({loss.item()}) at epoch {epoch}, batch {b}")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-                opt.step()
-                sched.step()
-                loss_sum += loss.detach() * len(idx)
-            distributed.all_reduce_sum(loss_sum)
-
-            val_logits = self._val_logits(x_val)
-            val_loss = float(nn.functional.cross_entropy(val_logits, yv))
-            pred = val_logits.argmax(1).numpy()
-            stats = EpochStats(
-                epoch=epoch,
-                train_loss=float(loss_sum) / (per_rank * world.size),
-                val_loss=val_loss,
-                val_accuracy=float((pred == y_val).mean()),
-                val_f1_macro=float(f1_score(y_val, pred, labels=np.unique(y_val), average="macro", zero_division=0)),
-                lr=lr,
-                seconds=time.perf_counter() - t0,
-                peak_memory_mb=_peak_memory_mb(self.device),
-            )
-            history.append(stats)
-            # every rank sees the same gathered validation logits, so every rank takes the same decisions here
-            improved = stats.val_f1_macro > best_f1
-            if improved:
-                best_f1, best_epoch = stats.val_f1_macro, epoch
-                best_state = copy.deepcopy(self.model.state_dict())
-            if self.log and world.is_main:
-                self.log(
-                    f"epoch {epoch:3d}/{cfg.epochs} train_loss {stats.train_loss:.4f} val_loss {val_loss:.4f} "
-                    f"val_acc {stats.val_accuracy:.3f} val_f1 {stats.val_f1_macro:.3f} lr {lr:.2e} "
-                    f"{stats.seconds:.1f}s{' *' if improved else ''}"
-                )
-            if world.is_main:
-                for cb in self.callbacks:
-                    cb(stats)
-            if epoch - best_epoch >= cfg.patience:
-                break
-
-        assert best_state is not None
-        self.model.load_state_dict(best_state)
-        result = TrainResult(
-            best_epoch=best_epoch,
-            epochs_run=len(history),
-            best_val_f1_macro=best_f1,
-            stopped_early=len(history) < cfg.epochs,
-            train_seconds=time.perf_counter() - t_start,
-            device=str(self.device),
-            precision="bf16" if self.autocast_dtype is not None else "fp32",
-            world_size=world.size,
-            history=history,
-        )
-        if checkpoint is not None and world.is_main:
-            save_checkpoint(self.model, checkpoint, best_epoch=best_epoch)
-        return result
 
     def _val_logits(self, x_val: np.ndarray) -> torch.Tensor:
         """Validation logits of the whole split; under DDP each rank scores its share and all gather the rest."""
@@ -348,17 +383,3 @@ class Trainer:
         idx = distributed.shard(len(x_val), self.world, shuffle=False)
         local = self.predict_logits(np.asarray(x_val)[idx.numpy()]).to(self.device)
         return distributed.all_gather_rows(local, len(x_val)).cpu()
-
-
-def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], **meta: Any) -> None:
-    """Weights (on the CPU, so any machine can load them) plus small metadata, written whole."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    # serialise in memory: saving to the temp path would embed its random name in the archive, changing bytes
-    buf = io.BytesIO()
-    torch.save({"model_state": state, **meta}, buf)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buf.getvalue())
-
-
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    return torch.load(Path(path), map_location="cpu", weights_only=True)

@@ -1,4 +1,5 @@
-"""Stage logic of `featurize`: MFCC windows of every clip of a split manifest, a few large arrays per split.
+"""The feature store: MFCC windows of every clip of a split manifest as a few arrays per split (``featurize``),
+read back standardised by training and evaluation (``load_split``).
 
 Layout of ``data/features/``: per split ``<split>_x.npy`` (float32 ``(windows, n_mfcc, frames)``, raw MFCC,
 memory-mappable), ``<split>_y.npy`` (int64 species index) and ``<split>_windows.csv`` (the recording of each
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import io
 import multiprocessing
 import os
 from collections.abc import Iterator, Sequence
@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from speciesclf.audio import load_mono, windows
-from speciesclf.data import SPLITS, read_manifest
-from speciesclf.features import FeatureConfig, MFCCExtractor, Standardizer
-from speciesclf.io import read_json, save_npy, write_json, write_text
+from speciesclf.data.audio import load_mono, windows
+from speciesclf.data.manifest import SPLITS, Clip, read_manifest
+from speciesclf.features.mfcc import FeatureConfig, MFCCExtractor, Standardizer
+from speciesclf.files import read_json, save_npy, write_csv, write_json
 
 __all__ = ["featurize", "load_split"]
 
@@ -68,52 +68,60 @@ def featurize(
     manifest: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     config: FeatureConfig,
-    train_hop_seconds: float,
     workers: int | None = None,
 ) -> dict[str, int]:
     """MFCC windows of every clip in a split manifest; paths are relative to the manifest's folder.
 
-    Training recordings are cut with ``train_hop_seconds`` (overlap = augmentation); val/test recordings with a
-    hop of one clip, so each part of a recording is scored once. ``workers`` processes decode and resample
+    Training recordings are cut with ``config.train_hop_seconds`` (overlap = augmentation); val/test recordings
+    with a hop of one clip, so each part of a recording is scored once. ``workers`` processes decode and resample
     (default: one per core); the result is byte-identical for any number. Returns windows per split.
     """
-    manifest = Path(manifest)
-    out_dir = Path(out_dir)
+    manifest, out_dir = Path(manifest), Path(out_dir)
     clips = read_manifest(manifest)
-    labels = sorted({c.label for c in clips if c.split == "train"})
-    index = {label: i for i, label in enumerate(labels)}
+    species = sorted({c.label for c in clips if c.split == "train"})
+    index = {label: i for i, label in enumerate(species)}
+    train_counts = [0] * len(species)
     workers = (os.cpu_count() or 1) if workers is None else workers
-    win = config.clip_samples
     counts: dict[str, int] = {}
-    train_counts = [0] * len(labels)
     for split in SPLITS:
-        hop = max(1, round(train_hop_seconds * config.sample_rate)) if split == "train" else win
         split_clips = [c for c in clips if c.split == split]
         for clip in split_clips:
             if clip.label not in index:
                 raise ValueError(f"{manifest}: species {clip.label!r} is in {split} but not in train")
-        feats, ys, rows = [], [], []
-        jobs = [(_resolve(manifest.parent, c.path), hop) for c in split_clips]
-        for clip, f in zip(split_clips, _map_recordings(jobs, config, workers), strict=True):
-            feats.append(f)
-            ys += [index[clip.label]] * len(f)
-            rows += [(clip.recording_id, clip.path, k) for k in range(len(f))]
-        x = np.concatenate(feats) if feats else np.zeros((0, config.n_mfcc, config.frames), np.float32)
-        y = np.asarray(ys, dtype=np.int64)
-        save_npy(out_dir / f"{split}_x.npy", x)
-        save_npy(out_dir / f"{split}_y.npy", y)
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(("recording_id", "path", "window"))
-        w.writerows(rows)
-        write_text(out_dir / f"{split}_windows.csv", buf.getvalue())
+        x, y = _featurize_split(split, split_clips, manifest.parent, index, config, workers, out_dir)
         counts[split] = len(y)
         if split == "train":
-            train_counts = np.bincount(y, minlength=len(labels)).tolist()
+            train_counts = np.bincount(y, minlength=len(species)).tolist()
             write_json(out_dir / "norm.json", Standardizer.fit(x).to_dict())
-    write_json(out_dir / "labels.json", {"species": labels, "train_counts": train_counts})
-    write_json(out_dir / "features.json", {**config.to_dict(), "train_hop_seconds": train_hop_seconds})
+    write_json(out_dir / "labels.json", {"species": species, "train_counts": train_counts})
+    write_json(out_dir / "features.json", config.to_dict())
     return counts
+
+
+def _featurize_split(
+    split: str,
+    clips: list[Clip],
+    base: Path,
+    index: dict[str, int],
+    config: FeatureConfig,
+    workers: int,
+    out_dir: Path,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Write ``<split>_x.npy``, ``<split>_y.npy`` and ``<split>_windows.csv``; returns the features and labels."""
+    hop_seconds = config.train_hop_seconds if split == "train" else config.clip_seconds
+    hop = max(1, round(hop_seconds * config.sample_rate))
+    feats, ys, rows = [], [], []
+    jobs = [(_resolve(base, c.path), hop) for c in clips]
+    for clip, f in zip(clips, _map_recordings(jobs, config, workers), strict=True):
+        feats.append(f)
+        ys += [index[clip.label]] * len(f)
+        rows += [(clip.recording_id, clip.path, k) for k in range(len(f))]
+    x = np.concatenate(feats) if feats else np.zeros((0, config.n_mfcc, config.frames), np.float32)
+    y = np.asarray(ys, dtype=np.int64)
+    save_npy(out_dir / f"{split}_x.npy", x)
+    save_npy(out_dir / f"{split}_y.npy", y)
+    write_csv(out_dir / f"{split}_windows.csv", ("recording_id", "path", "window"), rows)
+    return x, y
 
 
 def _resolve(base: Path, path: str) -> Path:

@@ -1,4 +1,4 @@
-"""Shared entry point of the stage scripts: bad params or bad input end the stage with one clear line."""
+"""The stage scripts' entry point: bad params or bad input end a stage with one clear line, not a traceback."""
 
 from __future__ import annotations
 
@@ -6,21 +6,13 @@ import os
 import sys
 from collections.abc import Callable
 
-import torch
-
 from speciesclf.params import ParamsError
 
-__all__ = ["run_stage", "set_threads"]
-
-
-def set_threads(threads: int) -> None:
-    """``threads`` > 0 pins torch's intra-op threads (two queue workers on two cores must not oversubscribe)."""
-    if threads > 0:
-        torch.set_num_threads(threads)
+__all__ = ["run_stage"]
 
 
 def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's ``main``; expected errors print one line to stderr and exit 2, without a traceback."""
+    """Run a stage's ``main``; expected errors print one line to stderr and exit 2 (``SPECIESCLF_DEBUG=1``: raise)."""
     try:
         main()
     except ParamsError as exc:

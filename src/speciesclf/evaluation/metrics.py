@@ -12,7 +12,10 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as skm
 
-__all__ = ["classification_metrics", "confusion", "per_class_table", "rare_species"]
+__all__ = ["HEADLINE", "classification_metrics", "per_class_table", "rare_species"]
+
+# the scores every run is compared on (the top of metrics/<run>.json, the columns of the report)
+HEADLINE = ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted", "f1_rare", "f1_common", "top5_accuracy")
 
 
 def rare_species(train_counts: Sequence[int], threshold: int) -> np.ndarray:
@@ -82,7 +85,3 @@ def per_class_table(
         }
         for i in idx
     ]
-
-
-def confusion(y_true: np.ndarray, proba: np.ndarray, n_classes: int) -> np.ndarray:
-    return skm.confusion_matrix(y_true, np.asarray(proba).argmax(axis=1), labels=np.arange(n_classes))

@@ -2,7 +2,7 @@
 
 The pipeline needs labelled audio to run end to end without a download, so this module renders one from
 a seed: clips of animal-like calls over coloured background noise, written as 16-bit PCM files plus a
-``manifest.csv`` (``path,label,recording_id``). Only numpy and soundfile are used, and each clip is built
+``manifest.csv`` (``path,label,recording_id``). Only numpy and soundfile do the work, and each clip is built
 with a handful of vectorised FFTs, so the default ~800 clips render in seconds on one core.
 
 Design, and why:
@@ -31,16 +31,15 @@ Design, and why:
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from speciesclf.files import atomic_path, write_csv
 
 __all__ = ["KINDS", "Species", "SynthConfig", "generate", "make_species", "species_counts"]
 
@@ -388,15 +387,8 @@ def _render_clip(cfg: SynthConfig, species: list[Species], si: int, ri: int, ci:
 
 
 def _write_audio(path: Path, data: np.ndarray, sr: int, fmt: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    sf.write(tmp, data, sr, subtype="PCM_16", format=fmt.upper())
-    os.replace(tmp, path)  # readers never see a half-written file
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8", newline="")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # the temporary name has no audio extension: name the format
+        sf.write(tmp, data, sr, subtype="PCM_16", format=fmt.upper())
 
 
 def generate(cfg: SynthConfig, out_dir: Path) -> Path:
@@ -431,10 +423,6 @@ def generate(cfg: SynthConfig, out_dir: Path) -> Path:
     for d in sorted(audio_root.iterdir()):
         if d.is_dir() and not any(d.iterdir()):
             d.rmdir()
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(("path", "label", "recording_id"))
-    writer.writerows(rows)
     manifest = out_dir / "manifest.csv"
-    _write_text(manifest, buf.getvalue())
+    write_csv(manifest, ("path", "label", "recording_id"), rows)
     return manifest

@@ -3,13 +3,16 @@ go/no-go verdict against the targets in ``params.report``."""
 
 from __future__ import annotations
 
+import argparse
+import json
+from pathlib import Path
 from typing import Any
 
-from speciesclf.runs import PHASES
+from speciesclf.evaluation.metrics import HEADLINE
+from speciesclf.files import write_text
+from speciesclf.runs import PHASES, sweep_run
 
 __all__ = ["build_summary", "render_markdown"]
-
-COLUMNS = ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted", "f1_rare", "f1_common", "top5_accuracy")
 
 
 def _delta(a: float | None, b: float | None) -> float | None:
@@ -19,8 +22,8 @@ def _delta(a: float | None, b: float | None) -> float | None:
 def _verdict(models: dict[str, Any], targets: dict[str, float]) -> dict[str, Any]:
     def check(run: str, key: str, threshold: float) -> dict[str, Any]:
         value = models.get(run, {}).get(key)
-        return {"run": run, "metric": key, "value": value, "target": threshold,
-                "pass": value is not None and value > threshold}  # fmt: skip
+        passed = value is not None and value > threshold
+        return {"run": run, "metric": key, "value": value, "target": threshold, "pass": passed}
 
     phase2a = [
         check("phase2a", "accuracy", targets["phase2a_min_accuracy"]),
@@ -49,18 +52,19 @@ def build_summary(
 ) -> dict[str, Any]:
     """``metrics``: run → metrics/<run>.json; ``per_class``: run → its per-species table."""
     base = metrics["baseline"]
-    deltas = {run: {k: _delta(m.get(k), base.get(k)) for k in COLUMNS} for run, m in metrics.items()}
+    deltas = {run: {k: _delta(m.get(k), base.get(k)) for k in HEADLINE} for run, m in metrics.items()}
     sweep = [
-        {"gamma": g, **{k: metrics[f"gamma_sweep/gamma_{g}"].get(k) for k in ("accuracy", "f1_macro", "f1_rare")}}
+        {"gamma": g, **{k: metrics[sweep_run(g)].get(k) for k in ("accuracy", "f1_macro", "f1_rare")}}
         for g in gammas
-        if f"gamma_sweep/gamma_{g}" in metrics
+        if sweep_run(g) in metrics
     ]
     f1 = {run: {x["species"]: x["f1"] for x in rows} for run, rows in per_class.items()}
+    rarest_first = sorted(per_class["baseline"], key=lambda r: (r["train_count"], r["species"]))
     species = [
-        {"species": r["species"], "train_count": r["train_count"], "support": r["support"],
-         **{run: f1[run][r["species"]] for run in per_class}}
-        for r in sorted(per_class["baseline"], key=lambda r: (r["train_count"], r["species"]))
-    ]  # fmt: skip
+        {"species": r["species"], "train_count": r["train_count"], "support": r["support"]}
+        | {run: f1[run][r["species"]] for run in per_class}
+        for r in rarest_first
+    ]
     return {
         "models": metrics,
         "delta_vs_baseline": deltas,
@@ -90,12 +94,22 @@ def render_markdown(
     all_species: bool = False,
 ) -> str:
     """The report as Markdown; ``all_species`` lists every species' F1 instead of the rarest ten."""
-    deltas = summary["delta_vs_baseline"]
     models = {run: summary["models"][run] for run in sorted(summary["models"], key=_run_order)}
     out = [f"# {title}", "", preamble, ""]
-    out += ["## All models (test split, window level; Δ against the baseline)", ""]
-    out.append("| run | accuracy | Δ | macro-F1 | Δ | rare F1 | Δ | common F1 | balanced acc. | top-5 | best epoch |"
-               " epochs | train s |")  # fmt: skip
+    out += _models_table(models, summary["delta_vs_baseline"])
+    out += _recording_table(models)
+    out += _gamma_table(summary["gamma_sweep"])
+    out += _species_table(summary["per_species_f1"] if all_species else summary["rarest_species"], all_species)
+    out += _verdict_lines(summary["verdict"])
+    return "\n".join(out) + "\n"
+
+
+def _models_table(models: dict[str, Any], deltas: dict[str, Any]) -> list[str]:
+    out = ["## All models (test split, window level; Δ against the baseline)", ""]
+    out.append(
+        "| run | accuracy | Δ | macro-F1 | Δ | rare F1 | Δ | common F1 | balanced acc. | top-5 | best epoch |"
+        " epochs | train s |"
+    )
     out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for run, m in models.items():
         d = deltas[run]
@@ -106,53 +120,66 @@ def render_markdown(
             f"{_fmt(m['f1_common'])} | {_fmt(m['balanced_accuracy'])} | {_fmt(m['top5_accuracy'])} | "
             f"{m.get('best_epoch', '–')} | {m.get('epochs_run', '–')} | {'–' if secs is None else f'{secs:.0f}'} |"
         )
+    return out
+
+
+def _recording_table(models: dict[str, Any]) -> list[str]:
     rec = [(run, m["recording"]) for run, m in models.items() if "recording" in m]
-    if rec:
-        out += ["", "## Recording level (mean of window probabilities per recording)", ""]
-        out += ["| run | recordings | accuracy | macro-F1 | rare F1 |", "|---|---|---|---|---|"]
-        out += [
-            f"| {run} | {r['n_recordings']} | {_fmt(r['accuracy'])} | {_fmt(r['f1_macro'])} | {_fmt(r['f1_rare'])} |"
-            for run, r in rec
-        ]
-    if summary["gamma_sweep"]:
-        out += ["", "## γ sensitivity (AudioCNN + focal loss)", "", "| γ | accuracy | macro-F1 | rare F1 |",
-                "|---|---|---|---|"]  # fmt: skip
-        out += [
-            f"| {s['gamma']} | {_fmt(s['accuracy'])} | {_fmt(s['f1_macro'])} | {_fmt(s['f1_rare'])} |"
-            for s in summary["gamma_sweep"]
-        ]
-    rare = summary["per_species_f1"] if all_species else summary["rarest_species"]
-    if rare:
-        runs = sorted((k for k in rare[0] if k not in ("species", "train_count", "support")), key=_run_order)
-        heading = "Per-species F1 (test windows), rarest species first" if all_species else (
-            "Per-species F1 of the rarest species")  # fmt: skip
-        out += ["", f"## {heading}", ""]
-        out.append("| species | train windows | test windows | " + " | ".join(runs) + " |")
-        out.append("|---|---|---|" + "---|" * len(runs))
-        out += [
-            f"| {r['species']} | {r['train_count']} | {r['support']} | " + " | ".join(_fmt(r[k]) for k in runs) + " |"
-            for r in rare
-        ]
-    v = summary["verdict"]
-    out += ["", "## Go / no-go against the study's targets", ""]
+    if not rec:
+        return []
+    out = ["", "## Recording level (mean of window probabilities per recording)", ""]
+    out += ["| run | recordings | accuracy | macro-F1 | rare F1 |", "|---|---|---|---|---|"]
+    return out + [
+        f"| {run} | {r['n_recordings']} | {_fmt(r['accuracy'])} | {_fmt(r['f1_macro'])} | {_fmt(r['f1_rare'])} |"
+        for run, r in rec
+    ]
+
+
+def _gamma_table(sweep: list[dict[str, Any]]) -> list[str]:
+    if not sweep:
+        return []
+    out = [
+        "",
+        "## γ sensitivity (AudioCNN + focal loss)",
+        "",
+        "| γ | accuracy | macro-F1 | rare F1 |",
+        "|---|---|---|---|",
+    ]
+    return out + [
+        f"| {s['gamma']} | {_fmt(s['accuracy'])} | {_fmt(s['f1_macro'])} | {_fmt(s['f1_rare'])} |" for s in sweep
+    ]
+
+
+def _species_table(rows: list[dict[str, Any]], all_species: bool) -> list[str]:
+    if not rows:
+        return []
+    runs = sorted((k for k in rows[0] if k not in ("species", "train_count", "support")), key=_run_order)
+    heading = (
+        "Per-species F1 (test windows), rarest species first" if all_species else "Per-species F1 of the rarest species"
+    )
+    out = ["", f"## {heading}", ""]
+    out.append("| species | train windows | test windows | " + " | ".join(runs) + " |")
+    out.append("|---|---|---|" + "---|" * len(runs))
+    return out + [
+        f"| {r['species']} | {r['train_count']} | {r['support']} | " + " | ".join(_fmt(r[k]) for k in runs) + " |"
+        for r in rows
+    ]
+
+
+def _verdict_lines(verdict: dict[str, Any]) -> list[str]:
+    out = ["", "## Go / no-go against the study's targets", ""]
     for phase in ("phase2a", "phase2b", "stretch"):
         checks = "; ".join(
             f"{c['run']} {c['metric']} {_fmt(c['value'])} > {c['target']}: {'pass' if c['pass'] else 'fail'}"
-            for c in v[phase]["checks"]
+            for c in verdict[phase]["checks"]
         )
-        out.append(f"- **{phase}: {'GO' if v[phase]['go'] else 'NO-GO'}** — {checks}")
-    return "\n".join(out) + "\n"
+        out.append(f"- **{phase}: {'GO' if verdict[phase]['go'] else 'NO-GO'}** — {checks}")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Render a summary JSON (``metrics/summary.json`` schema) as Markdown: ``python -m speciesclf.report``."""
-    import argparse
-    import json
-    from pathlib import Path
-
-    from speciesclf.io import write_text
-
-    parser = argparse.ArgumentParser(prog="python -m speciesclf.report", description=main.__doc__)
+    """Render a summary JSON (the schema of ``metrics/summary.json``) as Markdown."""
+    parser = argparse.ArgumentParser(prog="python -m speciesclf.evaluation.report", description=main.__doc__)
     parser.add_argument("summary", help="a summary JSON written by the report stage")
     parser.add_argument("--title", default="speciesclf: results")
     parser.add_argument("--preamble", default="", help="Markdown under the title")
@@ -160,9 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="the Markdown file to write (whole)")
     args = parser.parse_args(argv)
     summary = json.loads(Path(args.summary).read_text(encoding="utf-8"))
-    text = render_markdown(summary, args.title, args.preamble.strip() or f"Rendered from `{args.summary}`.",
-                           all_species=args.all_species)  # fmt: skip
-    write_text(args.out, text)
+    preamble = args.preamble.strip() or f"Rendered from `{args.summary}`."
+    write_text(args.out, render_markdown(summary, args.title, preamble, all_species=args.all_species))
     return 0
 
 

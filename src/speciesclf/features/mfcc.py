@@ -18,8 +18,11 @@ __all__ = ["FeatureConfig", "MFCCExtractor", "Standardizer"]
 
 @dataclass(frozen=True)
 class FeatureConfig:
+    """The ``features`` params: how recordings become windows and windows become MFCCs (saved with each model)."""
+
     sample_rate: int = 16000
     clip_seconds: float = 5.0
+    train_hop_seconds: float | None = None  # hop between training windows (< clip: overlap); None: one clip
     n_mfcc: int = 20
     n_fft: int = 512
     hop_length: int = 160
@@ -28,9 +31,12 @@ class FeatureConfig:
     f_max: float | None = None  # None: Nyquist
 
     def __post_init__(self) -> None:
+        if self.train_hop_seconds is None:
+            object.__setattr__(self, "train_hop_seconds", self.clip_seconds)
         checks = {
             "sample_rate": self.sample_rate >= 1000,
             "clip_seconds": self.clip_seconds > 0,
+            "train_hop_seconds": 0 < self.train_hop_seconds <= self.clip_seconds,
             "n_mfcc": 1 <= self.n_mfcc <= self.n_mels,
             "n_fft": self.n_fft >= 16,
             "hop_length": 1 <= self.hop_length <= self.n_fft,

@@ -8,7 +8,6 @@ recording it was trained on would look better than it is.
 from __future__ import annotations
 
 import csv
-import io
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from speciesclf.io import write_text
+from speciesclf.files import write_csv
 
 __all__ = ["SPLITS", "Clip", "assign_splits", "read_manifest", "write_manifest"]
 
@@ -49,11 +48,7 @@ def read_manifest(path: str | os.PathLike[str]) -> list[Clip]:
 
 
 def write_manifest(path: str | os.PathLike[str], clips: Iterable[Clip]) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(FIELDS)
-    writer.writerows((c.path, c.label, c.recording_id, c.split) for c in clips)
-    write_text(path, buf.getvalue())
+    write_csv(path, FIELDS, ((c.path, c.label, c.recording_id, c.split) for c in clips))
 
 
 def _split_sizes(n_recordings: int, val: float, test: float) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""Tests for speciesclf.io: whole-file writes via a temporary name, cleanup on failure, directory swaps."""
+"""Tests for speciesclf.files: whole-file writes via a temporary name, cleanup on failure, directory swaps."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speciesclf.io import atomic_dir, atomic_path, read_json, save_npy, write_json, write_text
+from speciesclf.files import atomic_dir, atomic_path, read_json, save_npy, write_json, write_text
 
 
 def _leftovers(folder: Path) -> list[str]:

@@ -27,29 +27,52 @@ __all__ = [
 
 
 class AudioError(ValueError):
-    """A recording that cannot be used; ``reason`` is a short machine-readable key."""
+    """A recording that cannot be used; ``reason`` is a short machine-readable key (see :func:`load_audio`)."""
 
     def __init__(self, path: str | os.PathLike[str], reason: str, detail: str = "") -> None:
+        # every field in args: the error crosses process boundaries (featurize's workers) by pickling
+        super().__init__(str(path), reason, detail)
         self.path, self.reason, self.detail = str(path), reason, detail
-        super().__init__(f"{path}: {reason}" + (f" ({detail})" if detail else ""))
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}" + (f" ({self.detail})" if self.detail else "")
 
 
 def load_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
     """Decode a file to float32 ``(channels, samples)`` in [-1, 1] and its sample rate.
 
-    Raises :class:`AudioError` with reason ``unreadable`` (not audio, corrupt), ``empty`` (zero samples) or
-    ``non_finite`` (NaN/inf samples, possible in float WAV).
+    Raises :class:`AudioError` with the reason it cannot be used: ``missing``, ``empty`` (0 bytes),
+    ``not_audio`` (libsndfile does not recognise it), ``zero_length`` (a valid header with no samples),
+    ``unreadable`` (recognised but corrupt), ``non_finite`` (NaN/inf samples, possible in float WAV) or
+    ``silent`` (every sample 0).
     """
     path = Path(path)
+    if not path.is_file():
+        raise AudioError(path, "missing", "no such file")
+    if path.stat().st_size == 0:
+        raise AudioError(path, "empty", "0 bytes")
+    try:
+        info = sf.info(path)
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise AudioError(path, "not_audio", _first_line(exc)) from None
+    if info.frames == 0:
+        raise AudioError(path, "zero_length", f"{info.format} header with no samples")
     try:
         data, sr = sf.read(path, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise AudioError(path, "unreadable", str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        raise AudioError(path, "unreadable", _first_line(exc)) from None
     if data.shape[0] == 0:
-        raise AudioError(path, "empty", "zero samples")
+        raise AudioError(path, "zero_length", "no samples decoded")
     if not np.isfinite(data).all():
         raise AudioError(path, "non_finite", "NaN or infinite samples")
+    if not np.any(data):
+        raise AudioError(path, "silent", "every sample is 0")
     return np.ascontiguousarray(data.T), int(sr)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @functools.lru_cache(maxsize=16)

@@ -8,9 +8,8 @@ reported as skipped.
 and ``recording_id`` (files cut from one recording share it, so a split keeps them together). Paths are relative
 to the CSV's folder. Other columns are ignored.
 
-:func:`check_file` decodes each file once and says why it cannot be used: ``missing``, ``not_audio`` (libsndfile
-does not recognise it), ``unreadable`` (recognised but corrupt), ``empty`` (0 bytes), ``zero_length`` (a valid
-header with no samples), ``non_finite`` (NaN/inf samples) or ``silent`` (every sample 0).
+:func:`check_file` decodes each file once and says why it cannot be used (``missing``, ``empty``, ``not_audio``,
+``zero_length``, ``unreadable``, ``non_finite``, ``silent``: see :func:`~speciesclf.data.audio.load_audio`).
 """
 
 from __future__ import annotations
@@ -20,10 +19,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
-
-from speciesclf.data import Clip
+from speciesclf.data.audio import AudioError, load_audio
+from speciesclf.data.manifest import Clip
 
 __all__ = ["FileCheck", "check_file", "collect_csv", "collect_folder"]
 
@@ -41,35 +38,12 @@ class FileCheck:
 
 
 def check_file(path: str | os.PathLike[str]) -> FileCheck:
-    """Decode a file fully and classify it (see module docstring for the reasons)."""
-    path = Path(path)
-    if not path.is_file():
-        return FileCheck(False, "missing", "no such file")
-    if path.stat().st_size == 0:
-        return FileCheck(False, "empty", "0 bytes")
+    """Decode a file fully and say whether it can be used (reasons: :func:`speciesclf.data.audio.load_audio`)."""
     try:
-        info = sf.info(path)
-    except (sf.LibsndfileError, RuntimeError) as exc:
-        return FileCheck(False, "not_audio", _first_line(exc))
-    if info.frames == 0:
-        return FileCheck(False, "zero_length", f"{info.format} header with no samples")
-    try:
-        data, sr = sf.read(path, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-        return FileCheck(False, "unreadable", _first_line(exc))
-    if data.shape[0] == 0:
-        return FileCheck(False, "zero_length", "no samples decoded")
-    seconds = data.shape[0] / sr
-    if not np.isfinite(data).all():
-        return FileCheck(False, "non_finite", "NaN or infinite samples", seconds, sr, data.shape[1])
-    if not np.any(data):
-        return FileCheck(False, "silent", "every sample is 0", seconds, sr, data.shape[1])
-    return FileCheck(True, seconds=seconds, sample_rate=int(sr), channels=int(data.shape[1]))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+        data, sr = load_audio(path)
+    except AudioError as exc:
+        return FileCheck(False, exc.reason, exc.detail)
+    return FileCheck(True, seconds=data.shape[1] / sr, sample_rate=sr, channels=data.shape[0])
 
 
 def collect_folder(root: str | os.PathLike[str]) -> tuple[list[Clip], list[dict[str, str]]]:

@@ -1,0 +1,2 @@
+"""Recordings in: decoding and windows (``audio``), collections and file checks (``sources``), the embedded
+synthetic dataset (``synth``), manifests and splits (``manifest``), and the ``prepare`` stage's work."""

@@ -1,0 +1,1 @@
+"""Features: MFCC extraction and standardisation (``mfcc``) and the feature arrays on disk (``store``)."""

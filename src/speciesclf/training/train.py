@@ -1,0 +1,81 @@
+"""One run of the study, from the feature store to a trained model: the work of the training stages."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from speciesclf.features.store import load_split
+from speciesclf.files import read_json
+from speciesclf.models.cnn import build_model
+from speciesclf.models.losses import FocalLoss
+from speciesclf.training.trainer import EpochStats, TrainConfig, Trainer
+
+__all__ = ["TrainedRun", "build_loss", "train_model"]
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    network: nn.Module  # with the best epoch's weights
+    card: dict[str, Any]  # model.json: reproducible facts only (see speciesclf.models.saved)
+    train_seconds: float
+    device: str
+
+
+def build_loss(loss: dict[str, Any] | None, train_counts: Sequence[int]) -> nn.Module:
+    """``None`` → cross-entropy (the study's baseline); else focal loss from the ``loss`` params section."""
+    if loss is None:
+        return nn.CrossEntropyLoss()
+    common = {"gamma": float(loss["gamma"]), "label_smoothing": float(loss.get("label_smoothing", 0.0))}
+    if loss.get("alpha") == "balanced":
+        return FocalLoss.balanced(train_counts, beta=float(loss.get("beta", 0.999)), **common)
+    alpha = loss.get("alpha")
+    return FocalLoss(alpha=None if alpha is None else float(alpha), **common)
+
+
+def train_model(
+    features_dir: str | os.PathLike[str],
+    model_name: str,
+    loss: dict[str, Any] | None,
+    config: TrainConfig,
+    callbacks: Sequence[Callable[[EpochStats], None]] = (),
+    log: Callable[[str], None] | None = print,
+) -> TrainedRun:
+    """Train ``model_name`` on the training split, early-stopped on the validation split.
+
+    Under DDP (:mod:`speciesclf.training.distributed`) every rank calls this and trains in step.
+    """
+    features_dir = Path(features_dir)
+    labels = read_json(features_dir / "labels.json")
+    x_train, y_train, _ = load_split(features_dir, "train")
+    x_val, y_val, _ = load_split(features_dir, "val")
+    torch.manual_seed(config.seed)  # weight initialisation
+    network = build_model(model_name, n_classes=len(labels["species"]))
+    trainer = Trainer(network, build_loss(loss, labels["train_counts"]), config, callbacks=callbacks, log=log)
+    result = trainer.fit(x_train, y_train, x_val, y_val)
+    card = {
+        "model": model_name,
+        "species": labels["species"],
+        "train_counts": labels["train_counts"],
+        "features": read_json(features_dir / "features.json"),
+        "norm": read_json(features_dir / "norm.json"),
+        "loss": loss if loss is not None else {"name": "cross_entropy"},
+        "train": asdict(config),
+        "precision": result.precision,
+        "world_size": result.world_size,  # training processes (DDP); the effective batch is batch_size times this
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "stopped_early": result.stopped_early,
+        "best_val_f1_macro": result.best_val_f1_macro,
+        # wall-clock seconds and memory vary run to run: they stay out of the card
+        "history": [
+            {k: v for k, v in asdict(h).items() if k not in ("seconds", "peak_memory_mb")} for h in result.history
+        ],
+    }
+    return TrainedRun(trainer.model, card, result.train_seconds, result.device)

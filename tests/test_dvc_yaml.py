@@ -1,0 +1,86 @@
+"""dvc.yaml declares what each stage really runs: its script and the script's import closure in src/.
+
+A code file a stage imports but does not declare leaves stale results that DVC calls up to date; a declared file
+it does not import re-runs the stage for nothing. The closure is derived statically (the standard library's
+modulefinder, which reads every import in a module, also those inside functions), so a new import shows up here
+before anyone runs the pipeline.
+"""
+
+from __future__ import annotations
+
+import modulefinder
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def import_closure(script: Path, root: Path = ROOT) -> set[str]:
+    """The project's source files ``script`` imports, directly or not: paths relative to ``root``."""
+    finder = modulefinder.ModuleFinder(path=[str(root / "src")])  # only the project's modules are looked up
+    finder.run_script(str(script))
+    return {
+        Path(module.__file__).relative_to(root).as_posix()
+        for name, module in finder.modules.items()
+        if name.split(".")[0] == "speciesclf" and module.__file__
+    }
+
+
+def stage_code(dvc_yaml: Path) -> dict[str, tuple[str, set[str]]]:
+    """Stage → (its script, the code files it declares as deps)."""
+    stages = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8"))["stages"]
+    out = {}
+    for name, stage in stages.items():
+        stage = stage.get("do", stage)  # foreach stages keep their definition under `do`
+        script = re.search(r"\bstages/\w+\.py\b", stage["cmd"])
+        assert script, f"{name}: its command runs no script of stages/"
+        code = {d for d in stage["deps"] if d.endswith(".py")}
+        out[name] = (script.group(0), code)
+    return out
+
+
+def undeclared(root: Path = ROOT) -> dict[str, dict[str, list[str]]]:
+    """Per stage, the code it imports but does not declare (``missing``) and declares but does not import."""
+    problems = {}
+    for name, (script, declared) in stage_code(root / "dvc.yaml").items():
+        needed = {script} | import_closure(root / script, root)
+        missing, extra = sorted(needed - declared), sorted(declared - needed)
+        if missing or extra:
+            problems[name] = {"missing": missing, "extra": extra}
+    return problems
+
+
+def test_every_stage_declares_its_import_closure() -> None:
+    assert undeclared() == {}
+
+
+def test_the_closure_follows_imports_inside_functions() -> None:
+    # prepare imports the synthetic generator only when the source is synthetic
+    closure = import_closure(ROOT / "stages/prepare.py")
+    assert "src/speciesclf/data/synth.py" in closure
+    assert "src/speciesclf/models/cnn.py" not in closure  # validating params does not pull in the models
+
+
+def test_a_missing_and_an_extra_dependency_are_both_reported(tmp_path: Path) -> None:
+    for name in ("stages", "src"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
+    deps = spec["stages"]["report"]["deps"]
+    deps.remove("src/speciesclf/evaluation/metrics.py")
+    deps.append("src/speciesclf/predict.py")
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
+    assert undeclared(tmp_path) == {
+        "report": {"missing": ["src/speciesclf/evaluation/metrics.py"], "extra": ["src/speciesclf/predict.py"]}
+    }
+
+
+@pytest.mark.parametrize("module", ["speciesclf.predict"])
+def test_prediction_does_not_import_the_training_code(module: str) -> None:
+    finder = modulefinder.ModuleFinder(path=[str(ROOT / "src")])
+    finder.import_hook(module)
+    loaded = {name for name in finder.modules if name.startswith("speciesclf")}
+    assert not {n for n in loaded if n.startswith(("speciesclf.training", "speciesclf.evaluation"))}
+    assert "speciesclf.models.losses" not in loaded
