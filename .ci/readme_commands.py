@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ def main(readme: str = "README.md") -> int:
     if not commands:
         print(f"readme-commands: no commands found in {readme}", file=sys.stderr)
         return 1
-    script = "set -euxo pipefail\n" + "\n".join(commands) + "\n"  # -x: each command is printed as it runs
+    script = "set -euo pipefail\n" + "".join(f"printf '$ %s\\n' {shlex.quote(c)}\n{c}\n" for c in commands)
     # a CI machine may have no git identity; DVC's experiments commit
     env = {"GIT_AUTHOR_NAME": "ci", "GIT_AUTHOR_EMAIL": "ci@example.com", **os.environ}
     env.setdefault("GIT_COMMITTER_NAME", env["GIT_AUTHOR_NAME"])
