@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
+import shutil
 import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -156,3 +158,65 @@ def test_not_a_model_dir_exits_2_with_a_message(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert "not a model directory" in r.stderr and str(tmp_path) in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def _break_truncated_weights(d: Path) -> None:
+    (d / "model.pt").write_bytes((d / "model.pt").read_bytes()[:1000])
+
+
+def _break_missing_weights(d: Path) -> None:
+    (d / "model.pt").unlink()
+
+
+def _break_empty_card(d: Path) -> None:
+    (d / "model.json").write_text("")
+
+
+def _break_card_not_a_mapping(d: Path) -> None:
+    (d / "model.json").write_text("[]")
+
+
+def _break_species_count(d: Path) -> None:
+    card = json.loads((d / "model.json").read_text())
+    card["species"].append("an extra species")
+    (d / "model.json").write_text(json.dumps(card))
+
+
+BROKEN = {
+    _break_truncated_weights: "model.pt: unreadable, or not the weights model.json describes",
+    _break_missing_weights: "model.pt: missing",
+    _break_empty_card: "model.json: not valid JSON",
+    _break_card_not_a_mapping: "model.json: not a model card (TypeError",
+    _break_species_count: "model.pt: unreadable, or not the weights model.json describes",
+}
+
+
+@pytest.mark.parametrize("damage", list(BROKEN), ids=lambda f: f.__name__.removeprefix("_break_"))
+def test_a_broken_model_dir_gives_one_line_naming_the_file(model_dir: Path, tmp_path: Path, damage: Any) -> None:
+    broken = tmp_path / "model"
+    shutil.copytree(model_dir, broken)
+    damage(broken)
+    wav = tmp_path / "x.wav"
+    sf.write(wav, tone(SR, 1.0, 500.0, 0), SR)
+    r = run_cli(broken, wav, cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith(f"error: {broken}") and BROKEN[damage] in r.stderr, r.stderr
+
+
+def test_out_pointing_at_a_folder_is_refused_before_any_work(model_dir: Path, tmp_path: Path) -> None:
+    wav = tmp_path / "x.wav"
+    sf.write(wav, tone(SR, 1.0, 500.0, 0), SR)
+    r = run_cli(model_dir, wav, "--out", tmp_path, cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"--out {tmp_path}: is a folder" in r.stderr
+
+
+def test_an_empty_folder_is_reported_not_dropped(model_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "nothing here").mkdir()
+    wav = tmp_path / "x.wav"
+    sf.write(wav, tone(SR, 1.0, 500.0, 0), SR)
+    r = run_cli(model_dir, tmp_path / "nothing here", wav, cwd=tmp_path)
+    assert r.returncode == 0
+    assert f"skipped {tmp_path / 'nothing here'}: a folder with no files" in r.stderr
+    assert "predicted 1 recording(s), skipped 1" in r.stderr

@@ -7,6 +7,8 @@ from __future__ import annotations
 import copy
 import csv
 import os
+import subprocess
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ import pytest
 import soundfile as sf
 import yaml
 
-from speciesclf.data.audio import load_mono, window_starts
+from speciesclf.data.audio import AudioError, load_mono, window_starts
 from speciesclf.data.manifest import SPLITS, Clip, assign_splits, read_manifest
 from speciesclf.data.prepare import prepare
 from speciesclf.data.sources import check_file, collect_csv, collect_folder
@@ -480,3 +482,29 @@ def test_csv_recording_split_across_splits_is_rejected(tmp_path: Path) -> None:
     (tmp_path / "labels.csv").write_text("path,label,split,recording_id\na.wav,x,train,r1\nb.wav,x,test,r1\n")
     with pytest.raises(ValueError, match="'r1' is given splits train and test"):
         collect_csv(tmp_path / "labels.csv")
+
+
+def test_a_file_broken_after_prepare_stops_featurize_with_one_line(tmp_path: Path) -> None:
+    """A decode error inside a featurize worker process reaches the user as the file's one-line error.
+
+    The case: a file changes after `prepare` (a CSV may point outside data.path, which DVC does not watch).
+    AudioError is pickled from the worker to the parent; it must keep its path and reason on the way.
+    """
+    root = tmp_path / "collection"
+    for label in FREQS:
+        for r in range(4):
+            write_tone(root / label / f"r{r}.wav", label, seed=r)
+    params = base_params(root)
+    prepare(params, tmp_path / "prepared")
+    broken = root / "beta" / "r1.wav"
+    broken.write_bytes(np.random.default_rng(0).bytes(4000))
+    with pytest.raises(AudioError) as exc:  # 16 recordings over 2 worker processes
+        featurize(tmp_path / "prepared" / "manifest.csv", tmp_path / "features", feature_config(root), workers=2)
+    assert exc.value.reason == "not_audio" and Path(exc.value.path).resolve() == broken.resolve()
+    # the stage: one line, no traceback, exit 2
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    cmd = [sys.executable, str(ROOT / "stages/featurize.py"), "prepared", "features"]
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("error: ") and "beta/r1.wav: not_audio" in r.stderr

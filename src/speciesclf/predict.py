@@ -11,7 +11,9 @@ that cannot be used get one ``skipped`` row with the reason, and a line on stder
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import pickle
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -29,15 +31,41 @@ __all__ = ["COLUMNS", "Predictor", "main", "predict_file"]
 COLUMNS = ("path", "level", "window", "start_seconds", "rank", "species", "probability", "note")
 
 
-def _expand(inputs: Sequence[str]) -> list[Path]:
+def _expand(inputs: Sequence[str]) -> tuple[list[Path], list[Path]]:
+    """The files to predict (a missing one is kept, to be reported as skipped) and the folders that hold none."""
     files: list[Path] = []
+    empty: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+            found = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+            files += found
+            if not found:
+                empty.append(p)
         else:
-            files.append(p)  # a missing file is reported as skipped, not raised
-    return files
+            files.append(p)
+    return files, empty
+
+
+def _fail(message: str) -> SystemExit:
+    print(f"error: {message}", file=sys.stderr)
+    return SystemExit(2)
+
+
+def _load(model_dir: str) -> Predictor:
+    """The predictor, or a one-line error naming the file of the model directory that cannot be used."""
+    d = Path(model_dir)
+    try:
+        return Predictor(d)
+    except FileNotFoundError as exc:
+        raise _fail(f"{exc.filename or d}: missing; a model directory holds model.pt and model.json") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _fail(f"{d / 'model.json'}: not valid JSON ({exc})") from None
+    except (KeyError, TypeError, ValueError) as exc:  # a card without the keys a model needs, or bad values
+        raise _fail(f"{d / 'model.json'}: not a model card ({type(exc).__name__}: {exc})") from None
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:  # torch.load / load_state_dict
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _fail(f"{d / 'model.pt'}: unreadable, or not the weights model.json describes ({detail})") from None
 
 
 class Predictor:
@@ -91,9 +119,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--top-k must be >= 1")
     if not (Path(args.model_dir) / "model.json").is_file():
         parser.error(f"{args.model_dir}: not a model directory (no model.json); train one with `dvc repro`")
-    predictor = Predictor(args.model_dir)
-    rows, n_ok, n_skipped = [], 0, 0
-    for path in _expand(args.inputs):
+    if args.out and Path(args.out).is_dir():
+        parser.error(f"--out {args.out}: is a folder; expected the path of the CSV file to write")
+    predictor = _load(args.model_dir)
+    files, empty = _expand(args.inputs)
+    for folder in empty:
+        print(f"skipped {folder}: a folder with no files", file=sys.stderr)
+    rows, n_ok, n_skipped = [], 0, len(empty)
+    for path in files:
         file_rows = predict_file(predictor, path, args.top_k)
         if file_rows[0][1] == "skipped":
             n_skipped += 1
