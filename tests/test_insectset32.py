@@ -40,7 +40,8 @@ def test_labels_csv_columns_and_files(rows: list[dict[str, str]]) -> None:
 
 
 def test_collect_csv_normalises_splits(rows: list[dict[str, str]]) -> None:
-    clips = collect_csv(LABELS)
+    clips, duplicates = collect_csv(LABELS)
+    assert duplicates == []
     assert [c.path for c in clips] == [r["path"] for r in rows]
     assert [c.label for c in clips] == [r["label"] for r in rows]
     given = Counter(r["split"] for r in rows)

@@ -332,3 +332,10 @@ def test_load_params_typo_override(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(params), encoding="utf-8")
     with pytest.raises(ParamsError, match=r"loss\.gama"):
         load_params(path)
+
+
+def test_n_mfcc_above_n_mels_names_the_rule() -> None:
+    params = _with("features.n_mfcc", 64)
+    assert _error(params) == (
+        "features.n_mfcc: got 64; must be <= features.n_mels (40): the MFCCs are a cosine transform of the mel bands"
+    )

@@ -221,14 +221,25 @@ def test_long_recording_windows_in_train_and_in_val(tmp_path: Path) -> None:
     rows = [("train.flac", "x", "train"), ("val.flac", "x", "val"), ("test.wav", "x", "test")]
     for seed, (rel, _, split) in enumerate(rows):
         write_tone(root / rel, "x", seconds=40.0 if split != "test" else 2.5, seed=seed)
-    write_csv(root / "l.csv", rows, ("path", "label", "split"))
+    # a second species (a classifier needs two), one clip-long recording per split: one window each
+    others = [(f"y_{split}.wav", "y", split) for split in ("train", "val", "test")]
+    for seed, (rel, _, _) in enumerate(others, start=3):
+        write_tone(root / rel, "y", seconds=1.0, seed=seed)
+    write_csv(root / "l.csv", rows + others, ("path", "label", "split"))
     out = tmp_path / "prepared"
     report = prepare(base_params(root, source="csv", csv="l.csv"), out)
     windows = {e["path"]: e["windows"] for e in report["files"]}
-    assert windows == {"train.flac": 79, "val.flac": 40, "test.wav": 3}
+    assert windows == {
+        "train.flac": 79,
+        "val.flac": 40,
+        "test.wav": 3,
+        "y_train.wav": 1,
+        "y_val.wav": 1,
+        "y_test.wav": 1,
+    }
     assert windows["train.flac"] == len(window_starts(40 * SR, SR, SR // 2))
     counts = featurize(out / "manifest.csv", tmp_path / "features", feature_config(root))
-    assert counts == {"train": 79, "val": 40, "test": 3}
+    assert counts == {"train": 80, "val": 41, "test": 4}
 
 
 def test_reported_windows_match_featurize_for_odd_lengths_and_rates(tmp_path: Path) -> None:
@@ -250,7 +261,7 @@ def test_reported_windows_match_featurize_for_odd_lengths_and_rates(tmp_path: Pa
             rel = f"{split}_{sr}_{frames}.wav"
             wave = tone(sr, frames / sr, 500.0, seed=n)[:frames]
             sf.write(root / rel, wave, sr, subtype="FLOAT")
-            rows.append((rel, "x", split))
+            rows.append((rel, "x" if len(rows) < 12 else "y", split))  # two species, each in every split
             n += 1
     write_csv(root / "l.csv", rows, ("path", "label", "split"))
     out = tmp_path / "prepared"
@@ -400,11 +411,11 @@ def test_csv_splits_are_honoured_and_every_row_reported(csv_collection: Path, tm
 def test_collect_csv_normalises_splits(tmp_path: Path) -> None:
     rows = [("a.wav", "x", "validation", ""), ("b.wav", "x", "", "r"), ("c.wav", "x", " Test ", "r")]
     write_csv(tmp_path / "l.csv", rows, ("path", "label", "split", "recording_id"))
-    clips = collect_csv(tmp_path / "l.csv")
+    clips, _ = collect_csv(tmp_path / "l.csv")
     assert [c.split for c in clips] == ["val", "?", "test"]
     assert [c.recording_id for c in clips] == ["a.wav", "r", "r"]
     write_csv(tmp_path / "nosplit.csv", [("a.wav", "x")], ("path", "label"))
-    assert collect_csv(tmp_path / "nosplit.csv")[0].split == ""  # no split column: prepare assigns one
+    assert collect_csv(tmp_path / "nosplit.csv")[0][0].split == ""  # no split column: prepare assigns one
     write_csv(tmp_path / "bad.csv", [("a.wav", "x", "holdout")], ("path", "label", "split"))
     with pytest.raises(ValueError, match="holdout"):
         collect_csv(tmp_path / "bad.csv")
@@ -508,3 +519,66 @@ def test_a_file_broken_after_prepare_stops_featurize_with_one_line(tmp_path: Pat
     assert r.returncode == 2, r.stderr
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.startswith("error: ") and "beta/r1.wav: not_audio" in r.stderr
+
+
+# -- one file, one row: label conflicts and duplicate rows (issue 12) ----------------------------------------
+def _small_csv_collection(root: Path) -> list[tuple[str, str]]:
+    rows = []
+    for label in ("alpha", "beta", "gamma"):
+        for r in range(4):
+            write_tone(root / label / f"rec{r}.wav", label, seed=r)
+            rows.append((f"{label}/rec{r}.wav", label))
+    return rows
+
+
+def test_a_file_under_two_labels_is_an_error_naming_both_lines(tmp_path: Path) -> None:
+    rows = _small_csv_collection(tmp_path)
+    write_csv(tmp_path / "l.csv", [*rows, ("alpha/rec0.wav", "beta")], ("path", "label"))
+    params = base_params(tmp_path, source="csv", csv="l.csv")
+    params["split"]["seed"] = 2  # the seed that put the file in train as alpha and in test as beta
+    with pytest.raises(ValueError) as exc:
+        prepare(params, tmp_path / "prepared")
+    assert str(exc.value) == (
+        f"{tmp_path / 'l.csv'}: lines 2 and 14 list 'alpha/rec0.wav' as 'alpha' and as 'beta'; "
+        "a file has one species, one split and one recording"
+    )
+    assert not (tmp_path / "prepared").exists()
+
+
+def test_duplicate_rows_are_used_once_and_reported(tmp_path: Path) -> None:
+    rows = _small_csv_collection(tmp_path)
+    write_csv(
+        tmp_path / "l.csv", [*rows, ("alpha/rec0.wav", "alpha"), ("./alpha//rec0.wav", "alpha")], ("path", "label")
+    )
+    report = prepare(base_params(tmp_path, source="csv", csv="l.csv"), tmp_path / "prepared")
+    assert (report["n_files"], report["n_used"], report["skipped"]) == (14, 12, {"duplicate": 2})
+    dups = [e for e in report["files"] if e.get("reason") == "duplicate"]
+    assert [e["detail"] for e in dups] == [
+        "repeats line 2 of l.csv (line 15); the file is used once",
+        "repeats line 2 of l.csv (line 14); the file is used once",
+    ]
+    manifest = read_manifest(tmp_path / "prepared" / "manifest.csv")
+    assert len(manifest) == 12 and len({c.path for c in manifest}) == 12
+
+
+def test_a_csv_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    (tmp_path / "l.csv").write_bytes("path,label\nalpha/x.wav,Gr\xfcnspecht\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"l\.csv: not UTF-8 text \(invalid start byte at byte \d+\)"):
+        collect_csv(tmp_path / "l.csv")
+
+
+def test_prepare_refuses_a_split_without_recordings(tmp_path: Path) -> None:
+    rows = [
+        (p, label, "train" if p.endswith(("0.wav", "1.wav")) else "test")
+        for p, label in _small_csv_collection(tmp_path)
+    ]
+    write_csv(tmp_path / "l.csv", rows, ("path", "label", "split"))
+    with pytest.raises(ValueError, match=r"no usable recording in the val split \(6 test, 6 train\)"):
+        prepare(base_params(tmp_path, source="csv", csv="l.csv"), tmp_path / "prepared")
+
+
+def test_prepare_refuses_a_single_species(tmp_path: Path) -> None:
+    for r in range(4):
+        write_tone(tmp_path / "alpha" / f"rec{r}.wav", "alpha", seed=r)
+    with pytest.raises(ValueError, match=r"only one usable species \('alpha'\); a classifier needs at least two"):
+        prepare(base_params(tmp_path), tmp_path / "prepared")

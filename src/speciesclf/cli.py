@@ -12,14 +12,21 @@ __all__ = ["run_stage"]
 
 
 def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's ``main``; expected errors print one line to stderr and exit 2 (``SPECIESCLF_DEBUG=1``: raise)."""
+    """Run a stage's ``main``: expected errors print one line and exit 2, Ctrl-C prints one and exits 130.
+
+    ``SPECIESCLF_DEBUG=1`` re-raises input errors with their traceback.
+    """
     try:
         main()
     except ParamsError as exc:
         print(f"params.yaml: {exc}", file=sys.stderr)
         sys.exit(2)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:  # bad input; a full disk or a file-size limit
         if os.environ.get("SPECIESCLF_DEBUG"):
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        where = f"{exc.filename}: " if isinstance(exc, OSError) and exc.filename else ""
+        print(f"error: {where}{exc.strerror if where else exc}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -34,9 +34,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno and exc.filename is None:  # a failed write() names no file
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
 
 
@@ -69,8 +71,10 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 
 
 def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    buf = io.BytesIO()  # numpy reports a short write (full disk, file-size limit) as a ValueError without the file
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+        f.write(buf.getbuffer())
 
 
 @contextlib.contextmanager

@@ -168,6 +168,17 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
     feats = params["features"]
     if feats["train_hop_seconds"] > feats["clip_seconds"]:
         raise ParamsError("features.train_hop_seconds: must be <= features.clip_seconds (a larger hop skips audio)")
+    if feats["n_mfcc"] > feats["n_mels"]:
+        raise ParamsError(
+            f"features.n_mfcc: got {feats['n_mfcc']}; must be <= features.n_mels ({feats['n_mels']}): "
+            "the MFCCs are a cosine transform of the mel bands"
+        )
+    clip_samples = round(feats["clip_seconds"] * feats["sample_rate"])
+    if feats["n_fft"] // 2 >= clip_samples:
+        raise ParamsError(
+            f"features.n_fft: got {feats['n_fft']}; must be under twice the clip's {clip_samples} samples "
+            "(features.clip_seconds x features.sample_rate): the clip is padded by n_fft/2 on each side"
+        )
     if params["data"]["source"] == "csv" and not params["data"]["csv"]:
         raise ParamsError("data.csv: required when data.source is 'csv' (the CSV's name inside data.path)")
     return params

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from speciesclf.data.audio import window_starts
-from speciesclf.data.manifest import Clip, assign_splits, read_manifest, write_manifest
+from speciesclf.data.manifest import SPLITS, Clip, assign_splits, read_manifest, write_manifest
 from speciesclf.data.sources import FileCheck, check_file, collect_csv, collect_folder
 from speciesclf.files import atomic_dir, write_json
 
@@ -36,7 +36,8 @@ def _collect(params: dict[str, Any], out: Path) -> tuple[list[Clip], Path, list[
         clips, unlabelled = collect_folder(base)
         return clips, base, [{**u, "status": "skipped"} for u in unlabelled]
     csv_path = Path(data["path"]) / data["csv"]
-    return collect_csv(csv_path), csv_path.parent, []
+    clips, duplicates = collect_csv(csv_path)
+    return clips, csv_path.parent, [{**d, "status": "skipped"} for d in duplicates]
 
 
 def _skip(clip: Clip, reason: str, detail: str) -> dict[str, Any]:
@@ -95,6 +96,7 @@ def prepare(params: dict[str, Any], out_dir: str | os.PathLike[str]) -> dict[str
         usable = assign_splits(usable, split["val"], split["test"], split["seed"])
         if not usable:
             raise ValueError(_nothing_usable(data["path"], entries))
+        _check_trainable(data["path"], usable)
         # manifest paths relative to out_dir, where featurize reads them from
         rel = Path(os.path.relpath(base.resolve(), out_dir.resolve())) if data["source"] != "synthetic" else Path()
         write_manifest(out / "manifest.csv", [replace(c, path=(rel / c.path).as_posix()) for c in usable])
@@ -103,6 +105,19 @@ def prepare(params: dict[str, Any], out_dir: str | os.PathLike[str]) -> dict[str
         write_json(out / "report.json", report)
     _print_summary(report)
     return report
+
+
+def _check_trainable(path: str, usable: list[Clip]) -> None:
+    """Fail here, not hours later in training: a classifier needs two species, training and validation
+    recordings, and evaluation a test split."""
+    species = sorted({c.label for c in usable})
+    if len(species) < 2:
+        raise ValueError(f"{path}: only one usable species ({species[0]!r}); a classifier needs at least two")
+    splits = Counter(c.split for c in usable)
+    for split in SPLITS:
+        if not splits[split]:
+            given = ", ".join(f"{n} {s}" for s, n in sorted(splits.items()))
+            raise ValueError(f"{path}: no usable recording in the {split} split ({given}); every split needs some")
 
 
 def _nothing_usable(path: str, entries: list[dict[str, Any]]) -> str:

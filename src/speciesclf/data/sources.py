@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import os
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,11 +64,27 @@ def collect_folder(root: str | os.PathLike[str]) -> tuple[list[Clip], list[dict[
     return clips, unlabelled
 
 
-def collect_csv(csv_path: str | os.PathLike[str]) -> list[Clip]:
-    """Clips from a CSV (paths as written, relative to the CSV's folder); splits normalised to train/val/test."""
+def collect_csv(csv_path: str | os.PathLike[str]) -> tuple[list[Clip], list[dict[str, str]]]:
+    """Clips from a CSV (paths as written, relative to the CSV's folder; splits normalised to train/val/test) and
+    the rows that repeat an earlier row exactly (each file is used once; the repeats are reported as skipped).
+
+    One file listed with two labels, splits or recordings is an error naming both lines: keeping either would
+    guess, and keeping both would put one recording in two splits.
+    """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise ValueError(f"data.path: {csv_path} is not a file (data.source: csv expects a CSV)")
+    try:
+        rows = _read_csv(csv_path)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{csv_path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+    clips, duplicates = _once_each(csv_path, rows)
+    _check_recording_splits(csv_path, clips)
+    return clips, duplicates
+
+
+def _read_csv(csv_path: Path) -> list[tuple[int, Clip]]:
+    """``(line number, clip)`` per row."""
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         missing = {"path", "label"} - set(reader.fieldnames or ())
@@ -76,7 +93,7 @@ def collect_csv(csv_path: str | os.PathLike[str]) -> list[Clip]:
                 f"{csv_path}: missing column(s) {sorted(missing)}; expected path,label[,split,recording_id]"
             )
         has_split = "split" in (reader.fieldnames or ())
-        clips = []
+        rows = []
         for line, row in enumerate(reader, start=2):
             path, label = (row["path"] or "").strip(), (row["label"] or "").strip()
             if not path or not label:
@@ -86,7 +103,42 @@ def collect_csv(csv_path: str | os.PathLike[str]) -> list[Clip]:
                 raise ValueError(f"{csv_path}:{line}: split {split!r}; expected one of train, val, test (or empty)")
             # an empty split in a CSV that has splits is kept as "?" so prepare can report it instead of guessing
             split = SPLIT_ALIASES[split] if split else ("?" if has_split else "")
-            clips.append(Clip(path, label, (row.get("recording_id") or "").strip() or path, split))
+            rows.append((line, Clip(path, label, (row.get("recording_id") or "").strip() or path, split)))
+    return rows
+
+
+def _once_each(csv_path: Path, rows: list[tuple[int, Clip]]) -> tuple[list[Clip], list[dict[str, str]]]:
+    """Each file once; exact repeats reported as ``duplicate``, contradictory rows an error."""
+    first: dict[str, tuple[int, Clip]] = {}
+    clips, duplicates = [], []
+    for line, clip in rows:
+        key = posixpath.normpath(clip.path)  # "a/x.wav", "./a/x.wav" and "a//x.wav" are one file
+        if key not in first:
+            first[key] = (line, clip)
+            clips.append(clip)
+            continue
+        line0, clip0 = first[key]
+        if _as_recording(clip0) != _as_recording(clip):
+            raise ValueError(
+                f"{csv_path}: lines {line0} and {line} list {clip.path!r} as {_describe(clip0)} and as "
+                f"{_describe(clip)}; a file has one species, one split and one recording"
+            )
+        detail = f"repeats line {line0} of {csv_path.name} (line {line}); the file is used once"
+        duplicates.append({"path": clip.path, "label": clip.label, "reason": "duplicate", "detail": detail})
+    return clips, duplicates
+
+
+def _as_recording(clip: Clip) -> tuple[str, str, str]:
+    recording = posixpath.normpath(clip.recording_id) if clip.recording_id == clip.path else clip.recording_id
+    return clip.label, clip.split, recording
+
+
+def _describe(clip: Clip) -> str:
+    where = f", split {clip.split}" if clip.split not in ("", "?") else ""
+    return f"{clip.label!r}{where}" + (f", recording {clip.recording_id!r}" if clip.recording_id != clip.path else "")
+
+
+def _check_recording_splits(csv_path: Path, clips: list[Clip]) -> None:
     given: dict[str, str] = {}
     for c in clips:
         if c.split in ("", "?"):
@@ -96,4 +148,3 @@ def collect_csv(csv_path: str | os.PathLike[str]) -> list[Clip]:
                 f"{csv_path}: recording {c.recording_id!r} is given splits {given[c.recording_id]} and {c.split}; "
                 "windows of one recording must stay in one split"
             )
-    return clips

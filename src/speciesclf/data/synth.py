@@ -31,6 +31,7 @@ Design, and why:
 
 from __future__ import annotations
 
+import errno
 import functools
 import math
 from dataclasses import dataclass
@@ -388,7 +389,10 @@ def _render_clip(cfg: SynthConfig, species: list[Species], si: int, ri: int, ci:
 
 def _write_audio(path: Path, data: np.ndarray, sr: int, fmt: str) -> None:
     with atomic_path(path) as tmp:  # the temporary name has no audio extension: name the format
-        sf.write(tmp, data, sr, subtype="PCM_16", format=fmt.upper())
+        try:
+            sf.write(tmp, data, sr, subtype="PCM_16", format=fmt.upper())
+        except sf.LibsndfileError as exc:  # a full disk or a file-size limit: an I/O error naming the file
+            raise OSError(errno.EIO, f"could not write audio ({exc})", str(path)) from None
 
 
 def generate(cfg: SynthConfig, out_dir: Path) -> Path:

@@ -1,0 +1,70 @@
+"""The stages' entry point under real failures: a file-size limit, Ctrl-C, a bad feature setting."""
+
+from __future__ import annotations
+
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tiny_params(tmp_path: Path, **features: float) -> None:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["data"]["path"] = str(ROOT / params["data"]["path"])
+    params["synthetic"].update(n_species=3, imbalance=1.0, clip_seconds=1.0)
+    params["features"].update({"clip_seconds": 1.0, "train_hop_seconds": 1.0, **features})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+
+
+def _limit_file_size() -> None:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))  # bytes; a 1 s clip at 16 kHz is 32 kB
+
+
+def _run_limited(tmp_path: Path, *stage: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, str(ROOT / "stages" / stage[0]), *stage[1:]]
+    return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, preexec_fn=_limit_file_size, timeout=120)
+
+
+def test_a_file_size_limit_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    _tiny_params(tmp_path)
+    r = _run_limited(tmp_path, "prepare.py", "prepared")  # libsndfile's write error, as an I/O error
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("error: .prepared.") and "-c0.wav: could not write audio (System error.)" in r.stderr
+    subprocess.run([sys.executable, str(ROOT / "stages/prepare.py"), "prepared"], cwd=tmp_path, check=True)
+    r = _run_limited(tmp_path, "featurize.py", "prepared", "features")  # numpy's write error (EFBIG)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("error: ") and r.stderr.endswith(": File too large\n")
+    assert not (tmp_path / "features").exists()  # nothing half-written left under the output's name
+
+
+def test_ctrl_c_ends_a_stage_with_one_line(tmp_path: Path) -> None:
+    _tiny_params(tmp_path)
+    script = tmp_path / "slow_stage.py"
+    script.write_text(
+        "import time\nfrom speciesclf.cli import run_stage\n"
+        "def main():\n    print('started', flush=True)\n    time.sleep(60)\n"
+        "run_stage(main)\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == b"started\n"
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert err == b"interrupted\n"
+
+
+def test_an_fft_longer_than_the_clip_is_refused_by_name(tmp_path: Path) -> None:
+    _tiny_params(tmp_path, clip_seconds=0.1, train_hop_seconds=0.1, n_fft=4096)
+    cmd = [sys.executable, str(ROOT / "stages/prepare.py"), "prepared"]
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.startswith("params.yaml: features.n_fft: got 4096; must be under twice the clip's 1600 samples")
+    assert r.stderr.count("\n") == 1
