@@ -52,7 +52,15 @@ def test_ctrl_c_ends_a_stage_with_one_line(tmp_path: Path) -> None:
         "run_stage(main)\n",
         encoding="utf-8",
     )
-    proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        # a shell's background job (CI's, say) inherits SIGINT ignored, and Python then keeps it ignored:
+        # give the stage the disposition a terminal gives it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     assert proc.stdout.readline() == b"started\n"
     time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
