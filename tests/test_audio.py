@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -9,7 +10,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speciesclf.data.audio import AudioError, fit_length, load_audio, load_mono, resample, window_starts, windows
+from speciesclf.data.audio import (
+    SILENCE_DEVIATION,
+    AudioError,
+    fit_length,
+    load_audio,
+    load_mono,
+    resample,
+    window_starts,
+    windows,
+)
 
 TARGET_SR = 16000
 
@@ -127,6 +137,87 @@ def test_all_zero_samples_are_silent(tmp_path: Path) -> None:
     with pytest.raises(AudioError) as exc:
         load_audio(path)
     assert exc.value.reason == "silent"
+
+
+# near-silent recordings (issue: their windows' MFCCs all sit at the floor): no sample departs from the mean
+NEAR_SILENT = {
+    "tiny_float.wav": (np.full(1600, 1e-30, np.float32) * np.sign(_tone(16000, 0.1)), {"subtype": "FLOAT"}),
+    "tiny_double.wav": (_tone(16000, 0.1).astype(np.float64) * 2e-30, {"subtype": "DOUBLE"}),
+    "dc.flac": (np.full(1600, 0.25, np.float32), {"format": "FLAC", "subtype": "PCM_16"}),
+    "dc_stereo.wav": (np.full((1600, 2), [-0.5, 0.125], np.float32), {"subtype": "PCM_16"}),
+    "one_sample.wav": (np.array([0.7], np.float32), {"subtype": "PCM_16"}),
+    "just_below.wav": (0.3 + 0.9 * SILENCE_DEVIATION * np.sin(np.arange(1600.0)), {"subtype": "DOUBLE"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NEAR_SILENT))
+def test_near_silent_recordings_are_silent(tmp_path: Path, name: str) -> None:
+    wave, kw = NEAR_SILENT[name]
+    path = tmp_path / name
+    sf.write(path, wave, 16000, **kw)
+    assert sf.read(path)[0].shape[0] == wave.shape[0]  # the file really holds these samples
+    with pytest.raises(AudioError) as exc:
+        load_audio(path)
+    assert exc.value.reason == "silent", exc.value
+    assert exc.value.detail.startswith("largest departure from the mean "), exc.value.detail
+    assert f"in {wave.shape[0]} sample(s)" in exc.value.detail
+
+
+def test_silent_detail_gives_the_departure_in_dbfs(tmp_path: Path) -> None:
+    path = tmp_path / "faint.wav"
+    sf.write(path, np.resize(np.float32([1e-6, -1e-6]), 1600), 16000, subtype="FLOAT")
+    with pytest.raises(AudioError) as exc:
+        load_audio(path)
+    assert str(exc.value) == (
+        f"{path}: silent (largest departure from the mean 1e-06 (-120 dBFS) in 1600 sample(s); "
+        "a recording needs more than 1e-05)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "wave", "kw"),
+    [
+        ("tone_-60dBFS.wav", _tone(16000, 0.5, amp=1e-3), {"subtype": "PCM_16"}),
+        ("tone_-60dBFS_on_dc.flac", 0.5 + _tone(16000, 0.5, amp=1e-3), {"format": "FLAC", "subtype": "PCM_24"}),
+        ("one_lsb_16bit.wav", np.r_[np.zeros(799), 2.0**-15, np.zeros(800)], {"subtype": "PCM_16"}),
+        ("just_above.wav", 0.3 + 1.5 * SILENCE_DEVIATION * np.sin(np.arange(1600.0)), {"subtype": "DOUBLE"}),
+    ],
+)
+def test_quiet_real_signals_are_used(tmp_path: Path, name: str, wave: np.ndarray, kw: dict) -> None:
+    path = tmp_path / name
+    sf.write(path, wave, 16000, **kw)
+    data, sr = load_audio(path)
+    assert (data.shape, sr) == ((1, wave.shape[0]), 16000)
+
+
+def test_broken_link_is_named_with_its_target(tmp_path: Path) -> None:
+    link = tmp_path / "gone.wav"
+    os.symlink(tmp_path / "deleted" / "x.wav", link)
+    with pytest.raises(AudioError) as exc:
+        load_audio(link)
+    assert (exc.value.reason, exc.value.path) == ("broken_link", str(link))
+    assert exc.value.detail == f"a symbolic link to {tmp_path / 'deleted' / 'x.wav'}, which does not exist"
+
+
+@pytest.mark.parametrize("chain", [["loop.wav"], ["a.wav", "b.wav"]])
+def test_looping_link_is_link_loop(tmp_path: Path, chain: list[str]) -> None:
+    for name, target in zip(chain, chain[1:] + chain[:1], strict=True):
+        os.symlink(target, tmp_path / name)  # loop.wav -> loop.wav; a.wav -> b.wav -> a.wav
+    with pytest.raises(AudioError) as exc:
+        load_audio(tmp_path / chain[0])
+    assert (exc.value.reason, exc.value.detail) == ("link_loop", "a symbolic link that leads back to itself")
+
+
+def test_link_to_a_recording_is_read_through(tmp_path: Path) -> None:
+    sf.write(tmp_path / "real.wav", _tone(16000, 0.1), 16000, subtype="PCM_16")
+    os.symlink("real.wav", tmp_path / "link.wav")
+    np.testing.assert_array_equal(load_audio(tmp_path / "link.wav")[0], load_audio(tmp_path / "real.wav")[0])
+
+
+def test_a_folder_is_not_audio(tmp_path: Path) -> None:
+    with pytest.raises(AudioError) as exc:
+        load_audio(tmp_path)
+    assert (exc.value.reason, exc.value.detail) == ("not_audio", "not a regular file (a folder, pipe or device)")
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

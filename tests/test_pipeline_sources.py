@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -102,3 +103,42 @@ def test_folder_then_csv_source_through_dvc_repro(tmp_path: Path) -> None:
     status = sh(repo, "dvc", "status", "--json").stdout
     changed = json.loads(status)
     assert changed == {"prepare": [{"changed deps": {str(csv_dir): "modified"}}]}, status
+
+
+def test_broken_and_looping_links_stop_dvc_until_dvcignored(tmp_path: Path) -> None:
+    """DVC hashes the dependency folder before `prepare` runs and stops on a link it cannot follow (the messages
+    docs/real-recordings.md quotes); listed in .dvcignore, the links pass DVC and `prepare` reports them."""
+    repo = copy_project(tmp_path / "repo")
+    rec = repo / "recordings"  # inside the repository: the repository's .dvcignore applies to it
+    for s, (label, freq) in enumerate(FREQS.items()):
+        for r in range(4):
+            write_tone(rec / label / f"{r}.wav", freq * (1 + 0.02 * r), 10 * s + r)
+    set_params(repo, source="folder", path="recordings", csv=None)
+    os.symlink(tmp_path / "deleted.wav", rec / "cricket" / "gone.wav")
+    commit(repo, "project")
+
+    gone = rec / "cricket" / "gone.wav"
+    status = sh(repo, "dvc", "status", check=False)
+    assert status.returncode == 255, status
+    assert f"ERROR: unexpected error - [Errno 2] No such file or directory: '{gone}'" in status.stderr
+    repro = sh(repo, "dvc", "repro", "prepare", check=False)
+    assert repro.returncode == 255 and not (repo / "data/prepared").exists(), repro
+    assert f"ERROR: failed to reproduce 'prepare': [Errno 2] No such file or directory: '{gone}'" in repro.stderr
+
+    with open(repo / ".dvcignore", "a", encoding="utf-8") as f:
+        f.write("recordings/cricket/gone.wav\n")
+    assert sh(repo, "dvc", "status").returncode == 0
+    loop = rec / "katydid" / "loop.wav"
+    os.symlink("loop.wav", loop)
+    status = sh(repo, "dvc", "status", check=False)
+    assert status.returncode == 255, status
+    assert f"ERROR: unexpected error - [Errno 40] Too many levels of symbolic links: '{loop}'" in status.stderr
+
+    with open(repo / ".dvcignore", "a", encoding="utf-8") as f:
+        f.write("recordings/katydid/loop.wav\n")
+    sh(repo, "dvc", "repro", "prepare")
+    report = json.loads((repo / "data/prepared/report.json").read_text())
+    skipped = {e["path"]: e["reason"] for e in report["files"] if e["status"] == "skipped"}
+    assert skipped == {"cricket/gone.wav": "broken_link", "katydid/loop.wav": "link_loop"}
+    assert (report["n_files"], report["n_used"]) == (14, 12)
+    assert "Data and pipelines are up to date" in sh(repo, "dvc", "status", "prepare").stdout

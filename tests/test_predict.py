@@ -65,7 +65,7 @@ def run_cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 # good files: name -> expected window start offsets (seconds)
 GOOD = {"good.wav": [0.0], "good.flac": [0.0, 0.5], "long stereo 44k.wav": [0.0, 1.0, 2.0, 2.5]}
-BAD = {"random.wav": "not_audio", "empty.wav": "empty", "missing.wav": "missing"}
+BAD = {"random.wav": "not_audio", "empty.wav": "empty", "missing.wav": "missing", "gone.wav": "broken_link"}
 
 
 class Predicted(NamedTuple):
@@ -84,6 +84,7 @@ def predicted(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pred
     sf.write(folder / "long stereo 44k.wav", tone(44100, 3.5, FREQS["cicada"], 102, channels=2), 44100)
     (folder / "random.wav").write_bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes())
     (folder / "empty.wav").write_bytes(b"")
+    (folder / "site" / "gone.wav").symlink_to(base / "deleted.wav")  # a link to nothing is reported, not dropped
     out = base / "out.csv"
     r = run_cli(model_dir, folder, base / "missing.wav", "--top-k", "2", "--out", out, cwd=base)
     assert r.returncode == 0, r.stderr

@@ -582,3 +582,114 @@ def test_prepare_refuses_a_single_species(tmp_path: Path) -> None:
         write_tone(tmp_path / "alpha" / f"rec{r}.wav", "alpha", seed=r)
     with pytest.raises(ValueError, match=r"only one usable species \('alpha'\); a classifier needs at least two"):
         prepare(base_params(tmp_path), tmp_path / "prepared")
+
+
+# -- symbolic links in a folder collection (issue: a broken or looping link failed `dvc status` unexplained) --------
+def _linked_collection(tmp_path: Path) -> Path:
+    """Two species as files, a third as a link to a folder elsewhere, and every kind of link inside."""
+    root, elsewhere = tmp_path / "collection", tmp_path / "elsewhere"
+    for label in ("alpha", "beta", "gamma"):
+        for r in range(4):
+            write_tone((elsewhere if label == "gamma" else root) / label / f"r{r}.wav", label, seed=r)
+    write_tone(elsewhere / "single.wav", "alpha", seed=9)
+    os.symlink(elsewhere / "gamma", root / "gamma")  # a species folder kept on another disk: followed
+    os.symlink(elsewhere / "single.wav", root / "alpha" / "linked.wav")  # a link to a file: used
+    os.symlink(tmp_path / "deleted.wav", root / "beta" / "gone.wav")  # broken_link
+    os.symlink("loop.wav", root / "beta" / "loop.wav")  # link_loop: the link leads to itself
+    os.symlink("..", root / "alpha" / "up")  # link_loop: a folder link to a folder above it
+    os.symlink("../alpha/r0.wav", root / "beta" / "same.wav")  # the same file twice: duplicate
+    return root
+
+
+LINK_SKIPS = {
+    "alpha/up": "link_loop",
+    "beta/gone.wav": "broken_link",
+    "beta/loop.wav": "link_loop",
+    "beta/same.wav": "duplicate",
+}
+
+
+def test_collect_folder_follows_links_and_keeps_problem_links(tmp_path: Path) -> None:
+    root = _linked_collection(tmp_path)
+    clips, unlabelled = collect_folder(root)
+    assert [c.path for c in clips] == [
+        *(f"alpha/{n}" for n in ("linked.wav", "r0.wav", "r1.wav", "r2.wav", "r3.wav")),
+        *(f"beta/{n}" for n in ("gone.wav", "loop.wav", "r0.wav", "r1.wav", "r2.wav", "r3.wav")),
+        *(f"gamma/r{r}.wav" for r in range(4)),
+    ]
+    assert all(c.label == c.path.split("/")[0] and c.recording_id == c.path for c in clips)
+    assert sorted(unlabelled, key=lambda u: u["path"]) == [
+        {
+            "path": "alpha/up",
+            "reason": "link_loop",
+            "detail": f"a symbolic link to {root.resolve()}, a folder that contains it; its files are listed once",
+        },
+        {
+            "path": "beta/same.wav",
+            "label": "beta",
+            "reason": "duplicate",
+            "detail": "the same file as alpha/r0.wav (through a symbolic link); each file is used once",
+        },
+    ]
+
+
+def test_problem_links_are_reported_and_good_links_used(tmp_path: Path) -> None:
+    root = _linked_collection(tmp_path)
+    out = tmp_path / "prepared"
+    report = prepare(base_params(root), out)
+    by_path = {e["path"]: e for e in report["files"]}
+    assert (report["n_files"], report["n_used"]) == (17, 13)
+    assert report["skipped"] == {"broken_link": 1, "duplicate": 1, "link_loop": 2}
+    assert {p: e["reason"] for p, e in by_path.items() if e["status"] == "skipped"} == LINK_SKIPS
+    assert by_path["beta/gone.wav"]["detail"] == f"a symbolic link to {tmp_path / 'deleted.wav'}, which does not exist"
+    assert by_path["beta/loop.wav"]["detail"] == "a symbolic link that leads back to itself"
+    # the linked file and the linked species folder are used, and the manifest reaches the real files
+    assert by_path["alpha/linked.wav"]["status"] == by_path["gamma/r0.wav"]["status"] == "used"
+    reached = {(out / c.path).resolve() for c in read_manifest(out / "manifest.csv")}
+    assert tmp_path / "elsewhere" / "single.wav" in reached and tmp_path / "elsewhere" / "gamma" / "r3.wav" in reached
+    assert report["n_species"] == 3
+
+
+def test_a_broken_link_under_on_error_fail_is_one_line(tmp_path: Path) -> None:
+    root = _linked_collection(tmp_path / "data")
+    params = base_params(root, on_error="fail")
+    with pytest.raises(ValueError) as err:
+        prepare(params, tmp_path / "prepared")
+    assert str(err.value) == (
+        f"{root / 'beta' / 'gone.wav'}: broken_link (a symbolic link to {tmp_path / 'data' / 'deleted.wav'}, "
+        "which does not exist); data.on_error is 'fail'"
+    )
+    assert not (tmp_path / "prepared").exists()
+    # the stage: that line, no traceback, exit 2
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    cmd = [sys.executable, str(ROOT / "stages/prepare.py"), "prepared"]
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr == f"error: {err.value}\n", r.stderr
+
+
+def test_a_broken_link_in_a_csv_is_named(tmp_path: Path) -> None:
+    rows = _small_csv_collection(tmp_path)
+    os.symlink("rec9.wav", tmp_path / "alpha" / "link.wav")
+    write_csv(tmp_path / "l.csv", [*rows, ("alpha/link.wav", "alpha")], ("path", "label"))
+    report = prepare(base_params(tmp_path, source="csv", csv="l.csv"), tmp_path / "prepared")
+    assert report["skipped"] == {"broken_link": 1}
+    assert next(e for e in report["files"] if e["path"] == "alpha/link.wav")["reason"] == "broken_link"
+
+
+# -- near-silent recordings (issue: 1e-30 amplitude, DC, one sample gave windows with every MFCC at the floor) ------
+def test_near_silent_files_are_skipped_as_silent(tmp_path: Path) -> None:
+    for label in ("alpha", "beta"):
+        for r in range(4):
+            write_tone(tmp_path / label / f"r{r}.wav", label, seed=r)
+    sf.write(tmp_path / "alpha" / "tiny.wav", np.resize(np.float32([1e-30, -1e-30]), SR), SR, subtype="FLOAT")
+    sf.write(tmp_path / "alpha" / "dc.flac", np.full(SR, 0.3, np.float32), SR, format="FLAC")
+    sf.write(tmp_path / "beta" / "one_sample.wav", np.float32([0.5]), SR, subtype="PCM_16")
+    quiet = tone(SR, 1.0, FREQS["beta"]) * np.float32(1e-3 / 0.41)  # about -60 dBFS: faint, but a real call
+    sf.write(tmp_path / "beta" / "quiet.wav", quiet, SR, subtype="PCM_16")
+    report = prepare(base_params(tmp_path), tmp_path / "prepared")
+    by_path = {e["path"]: e for e in report["files"]}
+    assert report["skipped"] == {"silent": 3}
+    for rel in ("alpha/tiny.wav", "alpha/dc.flac", "beta/one_sample.wav"):
+        assert by_path[rel]["reason"] == "silent", by_path[rel]
+        assert by_path[rel]["detail"].startswith("largest departure from the mean ")
+    assert by_path["beta/quiet.wav"]["status"] == "used"

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from speciesclf.data.audio import AudioError, load_mono, window_starts, windows
+from speciesclf.data.sources import walk
 from speciesclf.features.mfcc import MFCCExtractor
 from speciesclf.files import csv_text, write_text
 from speciesclf.models.saved import load_model
@@ -32,14 +33,20 @@ COLUMNS = ("path", "level", "window", "start_seconds", "rank", "species", "proba
 
 
 def _expand(inputs: Sequence[str]) -> tuple[list[Path], list[Path]]:
-    """The files to predict (a missing one is kept, to be reported as skipped) and the folders that hold none."""
+    """The files to predict and the folders that hold none.
+
+    Folders are walked as ``prepare`` walks a collection (links followed); a missing file or a link to nothing is
+    kept, to be reported as skipped with its reason, and a link back to a folder above it is reported here.
+    """
     files: list[Path] = []
     empty: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
-            files += found
+            found, loops = walk(p)
+            for loop in loops:
+                print(f"skipped {p / loop['path']}: {loop['detail']}", file=sys.stderr)
+            files += sorted(p / rel for rel, _ in found if not any(part.startswith(".") for part in rel.split("/")))
             if not found:
                 empty.append(p)
         else:

@@ -6,6 +6,7 @@ Resampling is torchaudio's windowed-sinc kernel, built once per (source rate, ta
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 from pathlib import Path
@@ -16,6 +17,7 @@ import torch
 import torchaudio
 
 __all__ = [
+    "SILENCE_DEVIATION",
     "AudioError",
     "fit_length",
     "load_audio",
@@ -24,6 +26,13 @@ __all__ = [
     "window_starts",
     "windows",
 ]
+
+# A recording is silent when no sample departs from its mean by more than this (full scale 1.0): -100 dBFS, a third
+# of one 16-bit quantisation step (2**-15 = 3.1e-5, -90 dBFS), so a 16-bit file passes as soon as one sample differs
+# from the rest, and field recordings, whose background and self-noise alone lie far above it, are never caught.
+# What it does catch (a constant DC level, amplitudes like 1e-30, a one-sample file that wrap padding turns into a
+# constant) gives windows whose MFCCs all sit at the log floor: training data with no call in it.
+SILENCE_DEVIATION = 1e-5
 
 
 class AudioError(ValueError):
@@ -42,13 +51,19 @@ def load_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
     """Decode a file to float32 ``(channels, samples)`` in [-1, 1] and its sample rate.
 
     Raises :class:`AudioError` with the reason it cannot be used: ``missing``, ``empty`` (0 bytes),
-    ``not_audio`` (libsndfile does not recognise it), ``zero_length`` (a valid header with no samples),
-    ``unreadable`` (recognised but corrupt), ``non_finite`` (NaN/inf samples, possible in float WAV) or
-    ``silent`` (every sample 0).
+    ``not_audio`` (not a regular file, or libsndfile does not recognise it), ``zero_length`` (a valid header with
+    no samples), ``unreadable`` (recognised but corrupt), ``non_finite`` (NaN/inf samples, possible in float WAV),
+    ``silent`` (no sample departs from the recording's mean by more than :data:`SILENCE_DEVIATION`: digital
+    silence, a constant DC level, a single sample, amplitudes like 1e-30), ``broken_link`` (a symbolic link to
+    nothing) or ``link_loop`` (a symbolic link that leads back to itself).
     """
     path = Path(path)
-    if not path.is_file():
+    if path.is_symlink() and not path.exists():
+        raise _link_error(path)
+    if not path.exists():
         raise AudioError(path, "missing", "no such file")
+    if not path.is_file():  # read as audio, a pipe or device would block or never end
+        raise AudioError(path, "not_audio", "not a regular file (a folder, pipe or device)")
     if path.stat().st_size == 0:
         raise AudioError(path, "empty", "0 bytes")
     try:
@@ -65,9 +80,34 @@ def load_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
         raise AudioError(path, "zero_length", "no samples decoded")
     if not np.isfinite(data).all():
         raise AudioError(path, "non_finite", "NaN or infinite samples")
-    if not np.any(data):
-        raise AudioError(path, "silent", "every sample is 0")
+    _check_not_silent(path, data)
     return np.ascontiguousarray(data.T), int(sr)
+
+
+def _check_not_silent(path: Path, data: np.ndarray) -> None:
+    """Raise ``silent`` when no sample of any channel departs from that channel's mean by more than
+    :data:`SILENCE_DEVIATION`; the detail gives the largest departure."""
+    mean = data.mean(axis=0, dtype=np.float64)
+    # the largest departure from the mean is at the maximum or the minimum: no copy of a long recording needed
+    peak = float(np.max(np.maximum(data.max(axis=0) - mean, mean - data.min(axis=0))))
+    if peak <= SILENCE_DEVIATION:
+        level = "no departure" if peak == 0 else f"{20 * np.log10(peak):.0f} dBFS"
+        raise AudioError(
+            path,
+            "silent",
+            f"largest departure from the mean {peak:.3g} ({level}) in {data.shape[0]} sample(s); "
+            f"a recording needs more than {SILENCE_DEVIATION:g}",
+        )
+
+
+def _link_error(path: Path) -> AudioError:
+    """The reason a symbolic link leads to no file: a loop, or a target that does not exist."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return AudioError(path, "link_loop", "a symbolic link that leads back to itself")
+    return AudioError(path, "broken_link", f"a symbolic link to {os.path.realpath(path)}, which does not exist")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -2,14 +2,18 @@
 
 ``folder``: ``<root>/<species>/**/<file>`` — the first folder level names the species, deeper nesting is
 allowed (sites, dates); each file is its own recording. Files directly in ``<root>`` have no species and are
-reported as skipped.
+reported as skipped. Symbolic links are followed, to files and to folders, as the user laid the collection out;
+a link to nothing is checked like any file (``broken_link``, ``link_loop``), a link to a folder that contains it
+is reported (``link_loop``) instead of followed forever, and a file reached twice through links is used once (the
+other paths are reported as ``duplicate``).
 
 ``csv``: columns ``path,label`` and optionally ``split`` (train / val / test; ``validation`` is accepted for val)
 and ``recording_id`` (files cut from one recording share it, so a split keeps them together). Paths are relative
 to the CSV's folder. Other columns are ignored.
 
 :func:`check_file` decodes each file once and says why it cannot be used (``missing``, ``empty``, ``not_audio``,
-``zero_length``, ``unreadable``, ``non_finite``, ``silent``: see :func:`~speciesclf.data.audio.load_audio`).
+``zero_length``, ``unreadable``, ``non_finite``, ``silent``, ``broken_link``, ``link_loop``: see
+:func:`~speciesclf.data.audio.load_audio`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 from speciesclf.data.audio import AudioError, load_audio
 from speciesclf.data.manifest import Clip
 
-__all__ = ["FileCheck", "check_file", "collect_csv", "collect_folder"]
+__all__ = ["FileCheck", "check_file", "collect_csv", "collect_folder", "walk"]
 
 SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "valid": "val", "dev": "val", "test": "test"}
 
@@ -48,20 +52,59 @@ def check_file(path: str | os.PathLike[str]) -> FileCheck:
 
 
 def collect_folder(root: str | os.PathLike[str]) -> tuple[list[Clip], list[dict[str, str]]]:
-    """Clips (paths relative to ``root``) and the files that name no species."""
+    """Clips (paths relative to ``root``, links followed) and the entries that are no recording of a species:
+    ``hidden``, ``no_label``, ``link_loop`` (a link to a folder above it) and ``duplicate`` (a file reached again
+    through a link; the path without links, else the first in order, is used).
+
+    Links to nothing stay clips, so that :func:`check_file` reports them under ``data.on_error`` like any file
+    that cannot be decoded.
+    """
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"data.path: {root} is not a folder (data.source: folder expects species sub-folders)")
-    clips, unlabelled = [], []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
-            unlabelled.append({"path": rel.as_posix(), "reason": "hidden", "detail": "hidden file or folder"})
-        elif len(rel.parts) < 2:
-            unlabelled.append({"path": rel.as_posix(), "reason": "no_label", "detail": "not inside a species folder"})
+    files, unlabelled = walk(root)
+    clips, used = [], {}
+    real_root = os.path.realpath(root)
+    # paths without links first: of two ways to one file, the link is the one reported as the duplicate
+    for rel, real in sorted(files, key=lambda f: (f[1] != os.path.join(real_root, f[0]), f[0])):
+        parts = rel.split("/")
+        if any(part.startswith(".") for part in parts):
+            unlabelled.append({"path": rel, "reason": "hidden", "detail": "hidden file or folder"})
+        elif len(parts) < 2:
+            unlabelled.append({"path": rel, "reason": "no_label", "detail": "not inside a species folder"})
+        elif real in used:
+            detail = f"the same file as {used[real]} (through a symbolic link); each file is used once"
+            unlabelled.append({"path": rel, "label": parts[0], "reason": "duplicate", "detail": detail})
         else:
-            clips.append(Clip(rel.as_posix(), rel.parts[0], rel.as_posix()))
-    return clips, unlabelled
+            if real:
+                used[real] = rel
+            clips.append(Clip(rel, parts[0], rel))
+    return sorted(clips, key=lambda c: c.path), unlabelled
+
+
+def walk(root: Path) -> tuple[list[tuple[str, str]], list[dict[str, str]]]:
+    """``(path relative to root, real path)`` of every file under ``root``, links to folders followed, and the
+    links to a folder that contains them (followed, they would repeat forever). A link to nothing is listed as a
+    file with an empty real path."""
+    files, loops = [], []
+    pending = [(root, (os.path.realpath(root),))]  # a folder, and the real paths of it and the folders above it
+    while pending:
+        folder, above = pending.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                rel = Path(entry.path).relative_to(root).as_posix()
+                if not entry.is_symlink():  # no need to ask the file system again for most entries
+                    real = os.path.join(above[-1], entry.name)
+                else:
+                    real = os.path.realpath(entry.path) if os.path.exists(entry.path) else ""
+                if not real or not entry.is_dir():
+                    files.append((rel, real))
+                elif real in above:
+                    detail = f"a symbolic link to {real}, a folder that contains it; its files are listed once"
+                    loops.append({"path": rel, "reason": "link_loop", "detail": detail})
+                else:
+                    pending.append((Path(entry.path), (*above, real)))
+    return files, loops
 
 
 def collect_csv(csv_path: str | os.PathLike[str]) -> tuple[list[Clip], list[dict[str, str]]]:
