@@ -180,5 +180,19 @@ def test_config_invalid(kwargs: dict[str, float], key: str) -> None:
         FeatureConfig(**kwargs)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n_mfcc": 41}, "features.n_mfcc: invalid value 41; expected from 1 to n_mels (40)"),
+        ({"hop_length": 1024}, "features.hop_length: invalid value 1024; expected from 1 to n_fft (512)"),
+        ({"f_max": 9000.0}, "features.f_max: invalid value 9000.0; expected null or in (0, 8000] (Nyquist)"),
+    ],
+)
+def test_an_invalid_value_names_the_rule_it_breaks(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError) as exc:
+        FeatureConfig(**kwargs)
+    assert str(exc.value) == message
+
+
 def test_config_f_max_nyquist_ok() -> None:
     assert FeatureConfig(f_max=8000.0).f_max == 8000.0

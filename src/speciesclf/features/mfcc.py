@@ -33,20 +33,25 @@ class FeatureConfig:
     def __post_init__(self) -> None:
         if self.train_hop_seconds is None:
             object.__setattr__(self, "train_hop_seconds", self.clip_seconds)
-        checks = {
-            "sample_rate": self.sample_rate >= 1000,
-            "clip_seconds": self.clip_seconds > 0,
-            "train_hop_seconds": 0 < self.train_hop_seconds <= self.clip_seconds,
-            "n_mfcc": 1 <= self.n_mfcc <= self.n_mels,
-            "n_fft": self.n_fft >= 16,
-            "hop_length": 1 <= self.hop_length <= self.n_fft,
-            "n_mels": self.n_mels >= 1,
-            "f_max": self.f_max is None or 0 < self.f_max <= self.sample_rate / 2,
-            "f_min": 0 <= self.f_min < (self.f_max if self.f_max is not None else self.sample_rate / 2),
+        nyquist = self.sample_rate / 2
+        f_top = self.f_max if self.f_max is not None else nyquist
+        checks = {  # key: (holds, the rule as the message states it)
+            "sample_rate": (self.sample_rate >= 1000, "at least 1000 Hz"),
+            "clip_seconds": (self.clip_seconds > 0, "more than 0"),
+            "train_hop_seconds": (0 < self.train_hop_seconds <= self.clip_seconds, "in (0, clip_seconds]"),
+            "n_mfcc": (1 <= self.n_mfcc <= self.n_mels, f"from 1 to n_mels ({self.n_mels})"),
+            "n_fft": (self.n_fft >= 16, "at least 16"),
+            "hop_length": (1 <= self.hop_length <= self.n_fft, f"from 1 to n_fft ({self.n_fft})"),
+            "n_mels": (self.n_mels >= 1, "at least 1"),
+            "f_max": (
+                self.f_max is None or 0 < self.f_max <= nyquist,
+                f"null or in (0, {nyquist:g}] (Nyquist)",
+            ),
+            "f_min": (0 <= self.f_min < f_top, f"in [0, f_max) = [0, {f_top:g})"),
         }
-        for key, ok in checks.items():
+        for key, (ok, rule) in checks.items():
             if not ok:
-                raise ValueError(f"features.{key}: invalid value {getattr(self, key)!r}")
+                raise ValueError(f"features.{key}: invalid value {getattr(self, key)!r}; expected {rule}")
 
     @property
     def clip_samples(self) -> int:
