@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install repro test test-fast test-scale lint repro-check insectset32 bench clean
+.PHONY: install repro test test-fast test-faults test-scale lint repro-check insectset32 bench clean
 
 install: $(STAMP)
 
@@ -29,7 +29,11 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not slow and not scale"
+	$(BIN)/pytest -m "not slow and not scale and not faults"
+
+# real signals to stages and to dvc repro: nothing left running, training resumes, outputs unchanged
+test-faults: $(STAMP)
+	$(BIN)/pytest -m faults
 
 # DVC remote round trip, two-worker experiment queue, 2-process DDP training
 test-scale: $(STAMP)

@@ -1,12 +1,15 @@
 """Stages `train_baseline`, `train_phase2a`, `train_phase2b` and `gamma_sweep@γ`: one model each.
 
-    python stages/train.py baseline data/features models/baseline metrics/train/baseline
+    python stages/train.py baseline data/features models/baseline metrics/train/baseline --state checkpoints/baseline
     python stages/train.py gamma_sweep data/features models/gamma_sweep/gamma_1.0 \\
         metrics/train/gamma_sweep/gamma_1.0 --gamma 1.0
     torchrun --nproc_per_node=2 stages/train.py baseline ...    # data-parallel (DDP), as train.processes: 2 does
 
 With `train.processes` > 1 the stage starts torchrun on itself (so `dvc repro` runs it); launched by torchrun it
 trains with DistributedDataParallel, and only rank 0 logs and writes.
+
+With --state (dvc.yaml gives checkpoints/<run>) the run saves its state after every epoch; run again after a kill,
+it resumes from the last finished epoch and ends with the same model, then removes the state.
 
 Per-epoch curves go through dvclive to CURVES (git-tracked; wall-clock times live only there and in
 metrics/<run>.json, never in the cached model, so identical runs give identical dvc.lock hashes).
@@ -38,6 +41,7 @@ def _args() -> argparse.Namespace:
     parser.add_argument("model", help="the model folder to write (model.pt, model.json)")
     parser.add_argument("curves", help="the dvclive folder of the per-epoch curves")
     parser.add_argument("--gamma", help="focal γ of a gamma_sweep run, spelt as in params.yaml")
+    parser.add_argument("--state", help="folder for the per-epoch training state: a killed run resumes from it")
     args = parser.parse_args()
     if (args.phase == GAMMA_SWEEP) != (args.gamma is not None):
         parser.error(f"--gamma goes with (and only with) {GAMMA_SWEEP}")
@@ -74,9 +78,14 @@ def main() -> None:
         curves = Live(dir=args.curves, dvcyaml=None, save_dvc_exp=False, report=None) if is_main else nullcontext()
         with curves as live:
             callbacks = [functools.partial(_log_epoch, live)] if is_main else []
-            trained = train_model(args.features, model_name, loss, config, callbacks, log=print if is_main else None)
+            log = print if is_main else None
+            trained = train_model(
+                args.features, model_name, loss, config, callbacks, log, state_dir=args.state, code=[__file__]
+            )
             if is_main:
                 save_model(args.model, trained.network, trained.card)
+                if trained.state is not None:
+                    trained.state.discard()  # the model is saved: nothing left to resume
                 live.summary["train_seconds"] = trained.train_seconds
                 live.summary.update({k: trained.card[k] for k in ("best_epoch", "epochs_run", "best_val_f1_macro")})
 

@@ -41,7 +41,7 @@ def copy_project(repo: Path) -> Path:
         shutil.copy(ROOT / name, repo / name)
     for name in ("stages", "src", ".dvc"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))
-    (repo / ".gitignore").write_text("/data/\n/models/\n")
+    (repo / ".gitignore").write_text("/data/\n/models/\n/checkpoints/\n")
     sh(repo, "git", "init", "-q")
     sh(repo, "git", "config", "user.email", "ci@example.com")
     sh(repo, "git", "config", "user.name", "ci")

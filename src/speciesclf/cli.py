@@ -7,15 +7,20 @@ import sys
 from collections.abc import Callable
 
 from speciesclf.params import ParamsError
+from speciesclf.processes import Terminated, die_with_parent, raise_on_sigterm
 
 __all__ = ["run_stage"]
 
 
 def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's ``main``: expected errors print one line and exit 2, Ctrl-C prints one and exits 130.
+    """Run a stage's ``main``: expected errors print one line and exit 2, Ctrl-C prints one and exits 130,
+    SIGTERM one and 143 (after the same clean-up as any error: no temporary output, no child process left).
 
-    ``SPECIESCLF_DEBUG=1`` re-raises input errors with their traceback.
+    The stage gets SIGTERM when its parent (``dvc repro``) dies, even by SIGKILL, so it never outlives DVC and writes
+    an output nobody will record. ``SPECIESCLF_DEBUG=1`` re-raises input errors with their traceback.
     """
+    die_with_parent()
+    raise_on_sigterm()
     try:
         main()
     except ParamsError as exc:
@@ -30,3 +35,6 @@ def run_stage(main: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        sys.exit(Terminated.exit_code)

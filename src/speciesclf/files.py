@@ -1,10 +1,15 @@
 """Whole-file output: every file is written under a temporary name in its folder, then renamed into place,
-so a crash never leaves a half-written file that looks complete."""
+so a crash never leaves a half-written file that looks complete.
+
+A temporary name carries the writer's process id (``.<name>.<pid>.<random>.tmp``): a process killed outright
+(SIGKILL, power loss) cannot remove its own, so the next write of the same output removes those whose process is
+gone."""
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import io
 import json
 import os
@@ -23,12 +28,40 @@ def _umask() -> int:
     return mask
 
 
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Remove the temporary files/folders of earlier writes of ``path`` whose writing process no longer exists."""
+    stem = f".{path.name}."
+    for temp in path.parent.glob(f"{glob.escape(stem)}*.tmp"):
+        pid = temp.name[len(stem) :].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            if temp.is_dir() and not temp.is_symlink():
+                shutil.rmtree(temp, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    temp.unlink()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``, on error remove it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -82,7 +115,8 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Build a directory under a temporary name, then swap it in whole (replacing any old one)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_stale_temps(path)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())

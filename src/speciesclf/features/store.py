@@ -13,13 +13,16 @@ import csv
 import functools
 import multiprocessing
 import os
+import signal
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from speciesclf import processes
 from speciesclf.data.audio import load_mono, windows
 from speciesclf.data.manifest import SPLITS, Clip, read_manifest
 from speciesclf.features.mfcc import FeatureConfig, MFCCExtractor, Standardizer
@@ -45,6 +48,8 @@ def _recording_windows(path: Path, config: FeatureConfig, hop: int) -> np.ndarra
 
 def _worker_init() -> None:
     torch.set_num_threads(1)  # as DataLoader workers do: processes, not threads, share the cores
+    processes.ignore_interrupts()  # Ctrl-C and SIGTERM are the stage's to handle: it shuts the pool down
+    processes.die_with_parent(signal.SIGKILL)  # a stage killed outright takes its workers with it
 
 
 def _map_recordings(jobs: Sequence[tuple[Path, int]], config: FeatureConfig, workers: int) -> Iterator[np.ndarray]:
@@ -59,9 +64,15 @@ def _map_recordings(jobs: Sequence[tuple[Path, int]], config: FeatureConfig, wor
         return
     # fork: workers start in milliseconds and inherit the imported modules (spawn would re-import torch each)
     ctx = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init)
+    try:
         paths, hops = zip(*jobs, strict=True)
         yield from pool.map(_recording_windows, paths, [config] * len(jobs), hops, chunksize=4)
+    except BrokenProcessPool as exc:
+        raise ChildProcessError("a featurize worker process died (killed, or out of memory)") from exc
+    finally:
+        # on an error, Ctrl-C or SIGTERM: drop the queued recordings, let the few in progress finish, join workers
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def featurize(

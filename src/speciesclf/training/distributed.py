@@ -9,6 +9,7 @@ torchrun itself (:func:`relaunch`) when ``train.processes`` > 1, which is how ``
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
+
+from speciesclf import processes
 
 __all__ = [
     "World",
@@ -96,7 +99,14 @@ def relaunch(nproc: int, argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv if argv is None else argv)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *argv]
-    return subprocess.call(cmd)
+    # torchrun dies with this process and forwards SIGTERM to its workers, which die with torchrun in turn
+    launcher = subprocess.Popen(cmd, preexec_fn=processes.die_with_parent)
+    try:
+        return launcher.wait()
+    except BaseException:  # Ctrl-C (torchrun got it too) or SIGTERM: let torchrun stop its workers, then go
+        launcher.send_signal(signal.SIGTERM)
+        launcher.wait(timeout=60)
+        raise
 
 
 def shard(n: int, world: World, epoch: int = 0, seed: int = 0, shuffle: bool = True) -> torch.Tensor:

@@ -15,6 +15,8 @@ from speciesclf.features.store import load_split
 from speciesclf.files import read_json
 from speciesclf.models.cnn import build_model
 from speciesclf.models.losses import FocalLoss
+from speciesclf.training import distributed
+from speciesclf.training.checkpoint import TrainingState, code_files, fingerprint
 from speciesclf.training.trainer import EpochStats, TrainConfig, Trainer
 
 __all__ = ["TrainedRun", "build_loss", "train_model"]
@@ -26,6 +28,7 @@ class TrainedRun:
     card: dict[str, Any]  # model.json: reproducible facts only (see speciesclf.models.saved)
     train_seconds: float
     device: str
+    state: TrainingState | None = None  # the per-epoch state: discard it once the model is saved
 
 
 def build_loss(loss: dict[str, Any] | None, train_counts: Sequence[int]) -> nn.Module:
@@ -46,10 +49,15 @@ def train_model(
     config: TrainConfig,
     callbacks: Sequence[Callable[[EpochStats], None]] = (),
     log: Callable[[str], None] | None = print,
+    state_dir: str | os.PathLike[str] | None = None,
+    code: Sequence[str | os.PathLike[str]] = (),
 ) -> TrainedRun:
     """Train ``model_name`` on the training split, early-stopped on the validation split.
 
-    Under DDP (:mod:`speciesclf.training.distributed`) every rank calls this and trains in step.
+    With ``state_dir`` the run saves its state there after each epoch and resumes from it (see
+    :mod:`speciesclf.training.checkpoint`); ``code`` names source files beyond this package (the stage script)
+    whose change must invalidate it. Under DDP (:mod:`speciesclf.training.distributed`) every rank calls this and
+    trains in step.
     """
     features_dir = Path(features_dir)
     labels = read_json(features_dir / "labels.json")
@@ -58,7 +66,11 @@ def train_model(
     torch.manual_seed(config.seed)  # weight initialisation
     network = build_model(model_name, n_classes=len(labels["species"]))
     trainer = Trainer(network, build_loss(loss, labels["train_counts"]), config, callbacks=callbacks, log=log)
-    result = trainer.fit(x_train, y_train, x_val, y_val)
+    state = None
+    if state_dir is not None:
+        run = {"model": model_name, "loss": loss, "train": asdict(config), "device": str(trainer.device)}
+        state = TrainingState(state_dir, _fingerprint(run, features_dir, code), log=log)
+    result = trainer.fit(x_train, y_train, x_val, y_val, state=state)
     card = {
         "model": model_name,
         "species": labels["species"],
@@ -78,4 +90,15 @@ def train_model(
             {k: v for k, v in asdict(h).items() if k not in ("seconds", "peak_memory_mb")} for h in result.history
         ],
     }
-    return TrainedRun(trainer.model, card, result.train_seconds, result.device)
+    return TrainedRun(trainer.model, card, result.train_seconds, result.device, state)
+
+
+def _fingerprint(run: dict[str, Any], features_dir: Path, code: Sequence[str | os.PathLike[str]]) -> str:
+    """What a saved training state must match: the run, the features, the code, and what changes float results."""
+    numerics = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "world_size": distributed.current().size,
+    }
+    files = [p for p in features_dir.rglob("*") if p.is_file()] + code_files() + [Path(c) for c in code]
+    return fingerprint({**run, **numerics}, files)

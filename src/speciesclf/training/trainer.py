@@ -20,7 +20,8 @@ import resource
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from speciesclf.training import distributed
+from speciesclf.training.checkpoint import TrainingState
 
 __all__ = [
     "EpochStats",
@@ -237,25 +239,40 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.log = log
 
-    def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray) -> TrainResult:
-        """Train; leave the model with the weights of the epoch with the best validation macro-F1."""
+    def fit(
+        self,
+        x_train: np.ndarray,
+        y_train: np.ndarray,
+        x_val: np.ndarray,
+        y_val: np.ndarray,
+        state: TrainingState | None = None,
+    ) -> TrainResult:
+        """Train; leave the model with the weights of the epoch with the best validation macro-F1.
+
+        With a ``state``, the run is saved there after every epoch and continues from the last saved epoch when
+        one is there (the callbacks are first given the saved epochs again, so curves run on unbroken).
+        """
         cfg = self.config
         if len(x_train) == 0 or len(x_val) == 0:
             raise ValueError(f"need non-empty training and validation sets, got {len(x_train)} and {len(x_val)}")
         seed_all(cfg.seed)
         run = self._start(x_train, y_train)
         best, history = _Best(), []
-        t_start = time.perf_counter()
-        for epoch in range(1, cfg.epochs + 1):
+        saved = state.load(self.device) if state is not None else None
+        spent = self._resume(run, best, history, saved) if saved is not None else 0.0
+        t_start = time.perf_counter() - spent
+        for epoch in range(len(history) + 1, cfg.epochs + 1):
+            if history and history[-1].epoch - best.epoch >= cfg.patience:
+                break  # early stopping (checked here, so a run resumed after its last epoch stops too)
             t0 = time.perf_counter()
             lr = run.opt.param_groups[0]["lr"]
             train_loss = self._train_epoch(run, epoch)
             stats = self._validate(x_val, y_val, epoch=epoch, train_loss=train_loss, lr=lr, t0=t0)
             history.append(stats)
             improved = best.update(stats, self.model)  # every rank sees the same validation: same decisions
+            if state is not None and self.world.is_main:
+                state.save(self._snapshot(run, best, history, time.perf_counter() - t_start))
             self._report(stats, improved)
-            if epoch - best.epoch >= cfg.patience:
-                break
         self.model.load_state_dict(best.state)
         return TrainResult(
             best_epoch=best.epoch,
@@ -349,6 +366,39 @@ class Trainer:
             )
         for callback in self.callbacks:
             callback(stats)
+
+    # -- resuming ---------------------------------------------------------------------------------------------
+    def _snapshot(self, run: _Run, best: _Best, history: list[EpochStats], seconds: float) -> dict[str, Any]:
+        """Everything the next epoch depends on: weights, optimiser, schedule, random generators, early stopping."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": run.opt.state_dict(),
+            "scheduler": run.sched.state_dict(),
+            "shuffle_rng": run.shuffle.get_state(),
+            "torch_rng": torch.get_rng_state(),  # dropout
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+            "best": {"f1": best.f1, "epoch": best.epoch, "state": best.state},
+            "history": [asdict(h) for h in history],
+            "seconds": seconds,
+        }
+
+    def _resume(self, run: _Run, best: _Best, history: list[EpochStats], saved: dict[str, Any]) -> float:
+        """Put a :meth:`_snapshot` back; returns the training seconds it had taken."""
+        self.model.load_state_dict(saved["model"])
+        run.opt.load_state_dict(saved["optimizer"])
+        run.sched.load_state_dict(saved["scheduler"])
+        run.shuffle.set_state(saved["shuffle_rng"].cpu())
+        torch.set_rng_state(saved["torch_rng"].cpu())
+        if saved["cuda_rng"]:
+            torch.cuda.set_rng_state_all([s.cpu() for s in saved["cuda_rng"]])
+        best.f1, best.epoch, best.state = saved["best"]["f1"], saved["best"]["epoch"], saved["best"]["state"]
+        history.extend(EpochStats(**h) for h in saved["history"])
+        if self.log:
+            self.log(f"resuming at epoch {len(history) + 1}: epochs 1-{len(history)} restored from the saved state")
+        for stats in history:
+            for callback in self.callbacks:
+                callback(stats)
+        return float(saved["seconds"])
 
     # -- helpers ----------------------------------------------------------------------------------------------
     def _lr_factor(self, step: int, steps_per_epoch: int) -> float:
