@@ -105,7 +105,7 @@ def _temps(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp")) if folder.exists() else []
 
 
-def _train_cmd(out: str) -> list[str]:
+def _train_cmd(out: Path) -> list[str]:
     return [sys.executable, "stages/train.py", "baseline", "data/features", f"{out}/model", f"{out}/curves",
             "--state", f"{out}/state"]  # fmt: skip
 
@@ -115,26 +115,28 @@ STDERR = {signal.SIGKILL: "", signal.SIGTERM: "terminated\n", signal.SIGINT: "in
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
-def test_a_killed_training_stage_resumes_at_the_next_epoch_with_the_same_model(repo: Path, sig: int) -> None:
-    out = f"killed_{sig.name}"
+def test_a_killed_training_stage_resumes_at_the_next_epoch_with_the_same_model(
+    repo: Path, tmp_path: Path, sig: int
+) -> None:
+    out = tmp_path / "run"  # outside the repository: the dvc tests below check it for stray files
     proc = _start(repo, _train_cmd(out))
     _wait_for_line(proc, r"^epoch +2/")  # epoch 2's state is saved before its line is printed
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
-    assert (proc.returncode, err) == (EXIT[sig], STDERR[sig])
-    assert not (repo / out / "model").exists()
-    saved = len(torch.load(repo / out / "state/state.pt", weights_only=True)["history"])
+    printed, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err) == (EXIT[sig], STDERR[sig]), printed
+    assert not (out / "model").exists()
+    saved = len(torch.load(out / "state/state.pt", weights_only=True)["history"])
     assert 2 <= saved < EPOCHS
 
     rerun = subprocess.run(_train_cmd(out), cwd=repo, env=env(), capture_output=True, text=True, check=True)
     assert f"resuming at epoch {saved + 1}: epochs 1-{saved} restored" in rerun.stdout
     assert re.findall(r"^epoch +(\d+)/", rerun.stdout, re.M) == [str(e) for e in range(saved + 1, EPOCHS + 1)]
     reference = repo / "models/baseline"
-    assert (repo / out / "model/model.pt").read_bytes() == (reference / "model.pt").read_bytes()
-    assert (repo / out / "model/model.json").read_bytes() == (reference / "model.json").read_bytes()
-    steps = (repo / out / "curves/plots/metrics/val_f1_macro.tsv").read_text().splitlines()[1:]
+    assert (out / "model/model.pt").read_bytes() == (reference / "model.pt").read_bytes()
+    assert (out / "model/model.json").read_bytes() == (reference / "model.json").read_bytes()
+    steps = (out / "curves/plots/metrics/val_f1_macro.tsv").read_text().splitlines()[1:]
     assert [line.split("\t")[0] for line in steps] == [str(s) for s in range(EPOCHS)]  # one unbroken curve
-    assert not (repo / out / "state").exists() and _temps(repo / out) == []
+    assert not (out / "state").exists() and _temps(out) == []
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=lambda s: s.name)

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 
 from speciesclf.params import ParamsError
-from speciesclf.processes import Terminated, die_with_parent, raise_on_sigterm
+from speciesclf.processes import Terminated, die_with_parent, raise_on_signals
 
 __all__ = ["run_stage"]
 
@@ -20,7 +20,7 @@ def run_stage(main: Callable[[], None]) -> None:
     an output nobody will record. ``SPECIESCLF_DEBUG=1`` re-raises input errors with their traceback.
     """
     die_with_parent()
-    raise_on_sigterm()
+    raise_on_signals()
     try:
         main()
     except ParamsError as exc:

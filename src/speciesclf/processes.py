@@ -2,11 +2,13 @@
 
 Three ways a stage can end early, and what each does here:
 
-- SIGTERM (``kill``, a scheduler, DVC's parent dying): :func:`raise_on_sigterm` turns it into :class:`Terminated`,
+- SIGTERM (``kill``, a scheduler, DVC's parent dying): :func:`raise_on_signals` turns it into :class:`Terminated`,
   an exception, so every ``finally`` and context manager runs: temporary outputs are removed, worker pools are
   shut down, child processes are told to stop.
 - Ctrl-C: the terminal sends SIGINT to the whole foreground process group; the stage sees ``KeyboardInterrupt``
   and unwinds the same way (its pool workers ignore SIGINT and are shut down by the stage).
+- Either exception, raised while a finaliser (``__del__``) happens to run, would be printed and dropped by Python,
+  and the stage would run on: such a signal is delivered again.
 - SIGKILL, or the parent (``dvc repro``) dying: nothing can run in the killed process, so each child asks the
   kernel beforehand to signal it when its parent goes (:func:`die_with_parent`, Linux ``PR_SET_PDEATHSIG``).
   A stage launched by DVC gets SIGTERM when DVC dies; a pool worker gets SIGKILL when its stage dies.
@@ -19,9 +21,10 @@ import ctypes
 import os
 import signal
 import sys
+import threading
 from types import FrameType
 
-__all__ = ["Terminated", "die_with_parent", "ignore_interrupts", "raise_on_sigterm"]
+__all__ = ["Terminated", "die_with_parent", "ignore_interrupts", "raise_on_signals"]
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -32,14 +35,38 @@ class Terminated(BaseException):  # like KeyboardInterrupt: not caught by `excep
     exit_code = 128 + signal.SIGTERM
 
 
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
-    raise Terminated
+_unwinding: int | None = None  # the signal whose exception is unwinding the stage now
 
 
-def raise_on_sigterm() -> None:
-    """From now on SIGTERM raises :class:`Terminated` in the main thread instead of killing without cleanup."""
-    signal.signal(signal.SIGTERM, _raise_terminated)
+def _raise_for_signal(signum: int, frame: FrameType | None) -> None:
+    global _unwinding
+    if _unwinding is not None:
+        return  # a second Ctrl-C or SIGTERM must not cut the clean-up short (SIGKILL still ends it)
+    _unwinding = signum
+    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+
+def _redeliver_swallowed(unraisable: sys.UnraisableHookArgs) -> None:
+    """Python drops an exception raised in a ``__del__`` or a weakref callback ("Exception ignored in ...");
+    a signal's exception landing there would be lost and the stage would run on. Deliver the signal again."""
+    global _unwinding
+    if _unwinding is not None and isinstance(unraisable.exc_value, (Terminated, KeyboardInterrupt)):
+        signum, _unwinding = _unwinding, None
+        # from another thread, a moment later: raised here or now, it would land in this hook and be dropped too
+        resend = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+        resend.daemon = True
+        resend.start()
+        return
+    sys.__unraisablehook__(unraisable)
+
+
+def raise_on_signals() -> None:
+    """From now on SIGTERM raises :class:`Terminated` and SIGINT ``KeyboardInterrupt`` in the main thread, once
+    each run (later signals wait for the clean-up), and never into a finaliser that would swallow them."""
+    signal.signal(signal.SIGTERM, _raise_for_signal)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # a background job ignores Ctrl-C: keep it so
+        signal.signal(signal.SIGINT, _raise_for_signal)
+    sys.unraisablehook = _redeliver_swallowed
 
 
 def ignore_interrupts() -> None:
