@@ -1,4 +1,20 @@
-r"""Focal loss for softmax species classifiers (functional :func:`focal_loss` + module :class:`FocalLoss`).
+r"""Losses for long-tailed species classification.
+
+* :func:`focal_loss` / :class:`FocalLoss`: softmax focal loss, optionally class-balanced (Lin et al., 2017).
+* :func:`logit_adjusted_cross_entropy` / :class:`LogitAdjustedLoss`: logit-adjusted cross-entropy
+  (Menon et al., 2021).
+* :func:`balanced_softmax_loss` / :class:`BalancedSoftmaxLoss`: balanced softmax (Ren et al., 2020).
+* :func:`inverse_frequency_weights` / :class:`ClassWeightedCrossEntropy`: inverse-class-frequency weighted
+  cross-entropy (the study's Phase 1).
+* :func:`adjust_logits`: post-hoc logit adjustment at prediction time (Menon et al., 2021).
+
+Shapes: ``logits`` is ``(N, C)`` floating point, ``target`` is ``(N,)`` int64 with values in ``[0, C)``,
+``class_counts`` is ``(C,)`` (training samples per class, each finite and > 0). Every loss returns a
+scalar for ``reduction="mean"``/``"sum"`` and ``(N,)`` for ``"none"``. Half/bfloat16 logits are upcast and
+the result is returned in float32 (float64 logits stay float64).
+
+Focal loss
+----------
 
 Per sample :math:`i` with logits :math:`z_i \in \mathbb{R}^C` and label :math:`y_i`:
 
@@ -9,10 +25,6 @@ Per sample :math:`i` with logits :math:`z_i \in \mathbb{R}^C` and label :math:`y
 
 (Lin et al., 2017, "Focal Loss for Dense Object Detection", ICCV). :math:`\gamma \ge 0` down-weights
 samples the model already classifies confidently; :math:`\gamma = 0` is plain cross-entropy.
-
-Shapes: ``logits`` is ``(N, C)`` floating point, ``target`` is ``(N,)`` int64 with values in ``[0, C)``.
-The result is a scalar for ``reduction="mean"``/``"sum"`` and ``(N,)`` for ``"none"``. Half/bfloat16
-logits are upcast and the loss is returned in float32 (float64 logits stay float64).
 
 What α means here. RetinaNet's α = 0.25 weights the *positive* class of a per-class sigmoid (one binary
 problem per class, α for positives, 1 − α for negatives). A softmax over species has no positive/negative
@@ -38,6 +50,39 @@ Label smoothing ε follows :func:`torch.nn.functional.cross_entropy` exactly, we
 i.e. the whole smoothed per-sample loss is modulated by :math:`(1 - p_{y_i})^{\gamma}` (the factor uses
 the labelled class only), and the mean still divides by :math:`\sum_i \alpha_{y_i}`. With γ = 0 this is
 ``F.cross_entropy(logits, target, weight=alpha, label_smoothing=ε)`` in value and gradient.
+
+Logit adjustment and balanced softmax
+-------------------------------------
+
+With training class priors :math:`\pi_c = n_c / \sum_k n_k` and a temperature :math:`\tau \ge 0`, the
+logit-adjusted loss of Menon et al., 2021, "Long-tail learning via logit adjustment", ICLR, is
+
+.. math::
+
+    \ell_i = -\log \frac{e^{z_{i,y_i} + \tau \log \pi_{y_i}}}{\sum_c e^{z_{i,c} + \tau \log \pi_c}}
+           = \operatorname{CE}(z_i + \tau \log \pi, \, y_i).
+
+Adding the log prior during training only makes the model learn the *balanced* scores, so its raw logits
+are used as they are at prediction time. :math:`\tau = 1` is the paper's default; :math:`\tau = 0` is plain
+cross-entropy. Label smoothing ε applies to the adjusted softmax, as ``F.cross_entropy`` does.
+
+The balanced softmax of Ren et al., 2020, "Balanced Meta-Softmax for Long-Tailed Visual Recognition",
+NeurIPS, is :math:`\operatorname{CE}(z_i + \log n, \, y_i)`. Since
+:math:`\log n_c = \log \pi_c + \log \sum_k n_k`, it adds the same constant to every logit of a sample, which
+the softmax ignores: balanced softmax *is* logit adjustment with :math:`\tau = 1`, in value and gradient.
+
+Post-hoc logit adjustment (:func:`adjust_logits`, Menon et al.'s post-hoc variant) instead trains with plain
+cross-entropy and predicts :math:`\arg\max_c \, z_c - \tau \log \pi_c`. Do not apply it to a model trained
+with a logit-adjusted loss, which would correct for the priors twice.
+
+Inverse-frequency class weights
+-------------------------------
+
+:func:`inverse_frequency_weights` gives :math:`w_c \propto n_c^{-p}` (``power`` :math:`p \ge 0`;
+:math:`p = 1` is inverse class frequency, :math:`p = 1/2` its square root), normalised so that
+:math:`\sum_c w_c = C` like :func:`effective_number_weights`. :class:`ClassWeightedCrossEntropy` is
+``F.cross_entropy(logits, target, weight=w)``: for ``reduction="mean"`` it is the weighted mean
+:math:`\sum_i w_{y_i} \ell_i / \sum_i w_{y_i}`, so the normalisation of :math:`w` does not change the mean.
 """
 
 from __future__ import annotations
@@ -50,10 +95,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["FocalLoss", "effective_number_weights", "focal_loss"]
+__all__ = [
+    "BalancedSoftmaxLoss",
+    "ClassWeightedCrossEntropy",
+    "FocalLoss",
+    "LogitAdjustedLoss",
+    "adjust_logits",
+    "balanced_softmax_loss",
+    "effective_number_weights",
+    "focal_loss",
+    "inverse_frequency_weights",
+    "logit_adjusted_cross_entropy",
+]
 
 Reduction = Literal["mean", "sum", "none"]
 AlphaLike = float | int | Sequence[float] | Tensor | None
+CountsLike = Sequence[float] | Tensor
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -310,6 +367,299 @@ class FocalLoss(nn.Module):
         else:
             alpha_repr = "[" + ", ".join(f"{v:.4g}" for v in self.alpha.tolist()) + "]"
         parts = [f"gamma={self.gamma:g}", f"alpha={alpha_repr}", f"reduction={self.reduction!r}"]
+        if self.label_smoothing:
+            parts.append(f"label_smoothing={self.label_smoothing:g}")
+        return ", ".join(parts)
+
+
+# --- logit adjustment, balanced softmax, inverse-frequency weights ---------------------------------------
+
+
+def _check_tau(tau: float | Tensor) -> float:
+    try:
+        value = float(tau)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"tau must be a real number >= 0, got {tau!r}") from exc
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"tau must be finite and >= 0, got {value}")
+    return value
+
+
+def _check_power(power: float | Tensor) -> float:
+    try:
+        value = float(power)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"power must be a real number >= 0, got {power!r}") from exc
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"power must be finite and >= 0, got {value}")
+    return value
+
+
+def _check_class_counts(class_counts: CountsLike) -> Tensor:
+    """Validate training samples per class; returns them as a ``(C,)`` float64 CPU tensor."""
+    try:
+        n = torch.as_tensor(class_counts).detach()
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"class_counts must be a 1-D sequence of numbers, got {class_counts!r}") from exc
+    if n.dtype == torch.bool or n.is_complex():
+        raise ValueError(f"class_counts must be real numbers, got dtype {n.dtype}")
+    n = n.to(device="cpu", dtype=torch.float64)
+    if n.ndim != 1 or n.numel() == 0:
+        raise ValueError(f"class_counts must be non-empty and 1-D (one count per class), got shape {tuple(n.shape)}")
+    bad = ~(torch.isfinite(n) & (n > 0))  # catches NaN too
+    if bool(bad.any()):
+        index = int(bad.nonzero()[0, 0])
+        raise ValueError(
+            f"class_counts must all be finite and > 0, but class {index} has count {n[index].item():g} "
+            "(a class with no training samples has prior 0, i.e. log prior -inf: drop it or give it a pseudo-count)"
+        )
+    return n
+
+
+def _log_prior(counts: Tensor) -> Tensor:
+    r""":math:`\log \pi_c = \log n_c - \log \sum_k n_k` of validated float64 counts."""
+    return counts.log() - counts.sum().log()
+
+
+def _per_class(values: Tensor, num_classes: int, like: Tensor, dtype: torch.dtype) -> Tensor:
+    """Check a ``(C,)`` per-class tensor against the logits' C and move it to their device in ``dtype``."""
+    if values.shape[0] != num_classes:
+        raise ValueError(f"class_counts has {values.shape[0]} entries but logits have C={num_classes} classes")
+    return values.to(device=like.device, dtype=dtype)
+
+
+def _adjusted_cross_entropy(
+    logits: Tensor,
+    target: Tensor,
+    log_offset: Tensor,
+    tau: float,
+    reduction: str,
+    label_smoothing: float,
+) -> Tensor:
+    """``F.cross_entropy(logits + tau * log_offset, target)``; tau/reduction/label_smoothing already validated."""
+    _check_inputs(logits, target)
+    dtype = torch.promote_types(logits.dtype, torch.float32)  # half/bf16 -> float32, float64 stays
+    offset = _per_class(log_offset, logits.shape[1], logits, dtype)
+    adjusted = logits.to(dtype) + tau * offset
+    return F.cross_entropy(adjusted, target, reduction=reduction, label_smoothing=label_smoothing)
+
+
+def logit_adjusted_cross_entropy(
+    logits: Tensor,
+    target: Tensor,
+    class_counts: CountsLike,
+    tau: float = 1.0,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    r"""Logit-adjusted cross-entropy :math:`\operatorname{CE}(z + \tau \log \pi, y)` (Menon et al., 2021).
+
+    :math:`\pi_c = n_c / \sum_k n_k` are the training class priors (see the module docstring). Use the raw
+    logits of a model trained with this loss for prediction; do not also apply :func:`adjust_logits`.
+
+    Args:
+        logits: ``(N, C)`` unnormalised scores, any floating dtype (half/bf16 are computed in float32).
+        target: ``(N,)`` int64 class indices in ``[0, C)``.
+        class_counts: ``(C,)`` training samples per class, each finite and ``> 0``; only their ratios matter.
+        tau: temperature, finite and ``>= 0``; 1 is the paper's default, 0 gives cross-entropy.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (returns ``(N,)``).
+        label_smoothing: ε in ``[0, 1]``, as in ``F.cross_entropy``, applied to the adjusted softmax.
+
+    Returns:
+        The loss, float32 (float64 for float64 logits).
+
+    Raises:
+        ValueError: on an invalid argument; the message names it.
+    """
+    return _adjusted_cross_entropy(
+        logits,
+        target,
+        _log_prior(_check_class_counts(class_counts)),
+        _check_tau(tau),
+        _check_reduction(reduction),
+        _check_label_smoothing(label_smoothing),
+    )
+
+
+def balanced_softmax_loss(
+    logits: Tensor,
+    target: Tensor,
+    class_counts: CountsLike,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    r"""Balanced softmax :math:`\operatorname{CE}(z + \log n, y)` (Ren et al., 2020).
+
+    :math:`\log n_c` and :math:`\log \pi_c` differ by :math:`\log \sum_k n_k`, the same for every class, which
+    the softmax ignores: this equals :func:`logit_adjusted_cross_entropy` with ``tau=1`` in value and gradient.
+
+    Args:
+        logits: ``(N, C)`` unnormalised scores, any floating dtype (half/bf16 are computed in float32).
+        target: ``(N,)`` int64 class indices in ``[0, C)``.
+        class_counts: ``(C,)`` training samples per class, each finite and ``> 0``.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (returns ``(N,)``).
+        label_smoothing: ε in ``[0, 1]``, as in ``F.cross_entropy``, applied to the adjusted softmax.
+
+    Returns:
+        The loss, float32 (float64 for float64 logits).
+
+    Raises:
+        ValueError: on an invalid argument; the message names it.
+    """
+    return _adjusted_cross_entropy(
+        logits,
+        target,
+        _check_class_counts(class_counts).log(),
+        1.0,
+        _check_reduction(reduction),
+        _check_label_smoothing(label_smoothing),
+    )
+
+
+def adjust_logits(logits: Tensor, class_counts: CountsLike, tau: float = 1.0) -> Tensor:
+    r"""Post-hoc logit adjustment :math:`z - \tau \log \pi` for prediction (Menon et al., 2021).
+
+    For a model trained with plain (or class-unaware) cross-entropy, ``adjust_logits(z, counts).argmax(-1)``
+    trades head-class accuracy for tail-class accuracy; ``tau=1`` targets the balanced error. Not for models
+    trained with :class:`LogitAdjustedLoss` / :class:`BalancedSoftmaxLoss`, which are adjusted already.
+
+    Args:
+        logits: ``(..., C)`` unnormalised scores, any floating dtype.
+        class_counts: ``(C,)`` training samples per class, each finite and ``> 0``.
+        tau: temperature, finite and ``>= 0``; 0 returns the logits unchanged (upcast as below).
+
+    Returns:
+        ``(..., C)`` adjusted logits, float32 (float64 for float64 logits), differentiable in ``logits``.
+
+    Raises:
+        ValueError: on an invalid argument; the message names it.
+    """
+    if logits.ndim < 1:
+        raise ValueError(f"logits must have a class dimension (..., C), got shape {tuple(logits.shape)}")
+    if not logits.is_floating_point():
+        raise ValueError(f"logits must be floating point, got {logits.dtype}")
+    tau_f = _check_tau(tau)
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    log_prior = _per_class(_log_prior(_check_class_counts(class_counts)), logits.shape[-1], logits, dtype)
+    return logits.to(dtype) - tau_f * log_prior
+
+
+def inverse_frequency_weights(class_counts: CountsLike, power: float = 1.0) -> Tensor:
+    r"""Inverse class-frequency weights :math:`w_c \propto n_c^{-p}`, normalised to sum to ``C``.
+
+    ``power=1`` is inverse frequency, ``power=0.5`` its square root, ``power=0`` all ones. This is the limit
+    of :func:`effective_number_weights` as ``beta -> 1``. Use as ``F.cross_entropy(..., weight=w)`` or via
+    :class:`ClassWeightedCrossEntropy`.
+
+    Args:
+        class_counts: ``(C,)`` training samples per class, each finite and ``> 0``.
+        power: exponent :math:`p`, finite and ``>= 0``.
+
+    Returns:
+        ``(C,)`` float32 tensor on the CPU.
+
+    Raises:
+        ValueError: on an invalid argument; the message names it.
+    """
+    p = _check_power(power)
+    n = _check_class_counts(class_counts)
+    log_w = -p * n.log()
+    weights = torch.exp(log_w - log_w.max())  # largest weight 1 before normalising: no overflow/underflow to 0
+    return (weights * (n.numel() / weights.sum())).to(torch.float32)
+
+
+class LogitAdjustedLoss(nn.Module):
+    r"""Module form of :func:`logit_adjusted_cross_entropy`.
+
+    The log priors :math:`\log \pi` are a ``(C,)`` non-persistent float32 buffer ``log_prior``: ``.to()``
+    moves/casts it with the module, and it is not saved in ``state_dict`` (as for :class:`FocalLoss`).
+
+    Example:
+        >>> criterion = LogitAdjustedLoss([900, 90, 10], tau=1.0)
+        >>> loss = criterion(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]))
+    """
+
+    log_prior: Tensor
+
+    def __init__(
+        self,
+        class_counts: CountsLike,
+        tau: float = 1.0,
+        reduction: Reduction = "mean",
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.tau = _check_tau(tau)
+        self.reduction = _check_reduction(reduction)
+        self.label_smoothing = _check_label_smoothing(label_smoothing)
+        log_prior = _log_prior(_check_class_counts(class_counts)).to(torch.float32)
+        self.register_buffer("log_prior", log_prior, persistent=False)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return _adjusted_cross_entropy(logits, target, self.log_prior, self.tau, self.reduction, self.label_smoothing)
+
+    def extra_repr(self) -> str:
+        parts = [f"num_classes={self.log_prior.numel()}", f"tau={self.tau:g}", f"reduction={self.reduction!r}"]
+        if self.label_smoothing:
+            parts.append(f"label_smoothing={self.label_smoothing:g}")
+        return ", ".join(parts)
+
+
+class BalancedSoftmaxLoss(LogitAdjustedLoss):
+    r"""Balanced softmax (Ren et al., 2020): :class:`LogitAdjustedLoss` with ``tau=1``.
+
+    Adding :math:`\log n` or :math:`\log \pi` to the logits differs by a per-sample constant that the softmax
+    ignores, so this equals :func:`balanced_softmax_loss` in value and gradient.
+    """
+
+    def __init__(
+        self,
+        class_counts: CountsLike,
+        reduction: Reduction = "mean",
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__(class_counts, tau=1.0, reduction=reduction, label_smoothing=label_smoothing)
+
+
+class ClassWeightedCrossEntropy(nn.Module):
+    r"""Cross-entropy with per-class weights :func:`inverse_frequency_weights` (the study's Phase 1).
+
+    Equals ``nn.CrossEntropyLoss(weight=inverse_frequency_weights(class_counts, power))`` with this module's
+    input checks, half/bf16 upcast, and ``weight`` a non-persistent float32 buffer (moved/cast by ``.to()``,
+    not saved in ``state_dict``). ``reduction="mean"`` is the weighted mean :math:`\sum_i w_{y_i} \ell_i /
+    \sum_i w_{y_i}`.
+
+    Example:
+        >>> criterion = ClassWeightedCrossEntropy([900, 90, 10], power=1.0)
+        >>> loss = criterion(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]))
+    """
+
+    weight: Tensor
+
+    def __init__(
+        self,
+        class_counts: CountsLike,
+        power: float = 1.0,
+        reduction: Reduction = "mean",
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.power = _check_power(power)
+        self.reduction = _check_reduction(reduction)
+        self.label_smoothing = _check_label_smoothing(label_smoothing)
+        self.register_buffer("weight", inverse_frequency_weights(class_counts, self.power), persistent=False)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        _check_inputs(logits, target)
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        weight = _per_class(self.weight, logits.shape[1], logits, dtype)
+        return F.cross_entropy(
+            logits.to(dtype), target, weight=weight, reduction=self.reduction, label_smoothing=self.label_smoothing
+        )
+
+    def extra_repr(self) -> str:
+        weights = "[" + ", ".join(f"{v:.4g}" for v in self.weight.tolist()) + "]"
+        parts = [f"power={self.power:g}", f"weight={weights}", f"reduction={self.reduction!r}"]
         if self.label_smoothing:
             parts.append(f"label_smoothing={self.label_smoothing:g}")
         return ", ".join(parts)
