@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
+import math
 import os
 import platform
 import subprocess
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,7 @@ from speciesclf.features.mfcc import FeatureConfig
 from speciesclf.features.store import featurize
 from speciesclf.files import write_json
 from speciesclf.models.cnn import build_model
+from speciesclf.training.augment import AugmentConfig, Augmenter, Batch
 from speciesclf.training.trainer import EpochStats, TrainConfig, Trainer, resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,6 +224,42 @@ def bench_train(model_name: str, n: int, batch: int = 32, rounds: int = 3) -> di
     }
 
 
+def bench_augment(n: int = 256, batch: int = 32, rounds: int = 5) -> dict[str, float | str]:
+    """What on-the-fly augmentation costs a training step: AudioCNN on 64-band x 500-frame inputs (a 5 s log-mel),
+    one pass without and one with every augmentation on (two masks of each kind, time shift, mixup on every
+    batch), interleaved ``rounds`` times after a warm-up; the slowdown is the median of the per-round ratios."""
+    rng = np.random.default_rng(0)
+    xt = torch.from_numpy(rng.standard_normal((n, 64, 500)).astype(np.float32))
+    yt = torch.from_numpy(rng.integers(0, 32, n).astype(np.int64))
+    config = AugmentConfig(freq_mask=8, time_mask=50, masks=2, time_shift=50, mixup_alpha=0.4)
+    augmenter = Augmenter(config)
+    torch.manual_seed(0)
+    model = build_model("AudioCNN", 32).to(memory_format=torch.channels_last).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def step(augment: bool, idx: torch.Tensor) -> None:
+        batch_ = augmenter(xt[idx], yt[idx]) if augment else Batch(xt[idx], yt[idx])
+        loss = batch_.loss(torch.nn.functional.cross_entropy, model(batch_.x))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def one_pass(augment: bool) -> float:
+        t0 = time.perf_counter()
+        for idx in torch.randperm(n).split(batch):
+            step(augment, idx)
+        return (time.perf_counter() - t0) / math.ceil(n / batch)
+
+    one_pass(False), one_pass(True)  # warm-up: oneDNN picks and caches kernels
+    plain, augmented = zip(*((one_pass(False), one_pass(True)) for _ in range(rounds)), strict=True)
+    return {
+        "config": ", ".join(f"{k}={v}" for k, v in asdict(config).items()),
+        "plain_ms_per_step": 1000 * float(np.median(plain)),
+        "augmented_ms_per_step": 1000 * float(np.median(augmented)),
+        "slowdown": float(np.median(np.divide(augmented, plain))) - 1,
+    }
+
+
 # -- dvc ------------------------------------------------------------------------------------------------------
 def _dvc(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
@@ -271,10 +310,11 @@ def main() -> int:
     results["featurize"] = bench_featurize(n_clips=80, source_sr=44100)
     results["train.AudioCNN"] = bench_train("AudioCNN", n=512)
     results["train.AudioCNNv2"] = bench_train("AudioCNNv2", n=256)
+    results["augment"] = bench_augment()
     results.update(bench_dvc(pipeline=not args.no_pipeline))
     write_json(args.out, results)
     print(f"machine: {results['machine']}")
-    for key in ("featurize", "train.AudioCNN", "train.AudioCNNv2"):
+    for key in ("featurize", "train.AudioCNN", "train.AudioCNNv2", "augment"):
         print(
             f"{key:18s} "
             + "  ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in results[key].items())

@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from speciesclf.training import distributed
+from speciesclf.training.augment import AugmentConfig, Augmenter
 from speciesclf.training.checkpoint import TrainingState
 
 __all__ = [
@@ -213,7 +214,8 @@ class _Run:
 class Trainer:
     """Train a classifier on in-memory features ``(n, n_mfcc, frames)`` with integer labels ``(n,)``.
 
-    ``callbacks`` are called with each epoch's :class:`EpochStats` (a stage plugs dvclive in here);
+    ``callbacks`` are called with each epoch's :class:`EpochStats` (a stage plugs dvclive in here); ``augment``
+    transforms each training batch (:mod:`speciesclf.training.augment`; none by default);
     ``log`` receives one progress line per epoch (``None`` silences it). Under DDP every rank runs the same loop;
     give callbacks and a log to rank 0 only.
     """
@@ -225,8 +227,10 @@ class Trainer:
         config: TrainConfig | None = None,
         callbacks: Sequence[Callable[[EpochStats], None]] = (),
         log: Callable[[str], None] | None = print,
+        augment: AugmentConfig | None = None,
     ) -> None:
         self.config = config or TrainConfig()
+        self.augment = Augmenter(augment or AugmentConfig())
         self.world = distributed.current()
         self.device = resolve_device(self.config.device)
         if self.world.distributed and self.device.type == "cuda":
@@ -255,6 +259,7 @@ class Trainer:
         cfg = self.config
         if len(x_train) == 0 or len(x_val) == 0:
             raise ValueError(f"need non-empty training and validation sets, got {len(x_train)} and {len(x_val)}")
+        self.augment.config.check_input(*x_train.shape[1:3])
         seed_all(cfg.seed)
         run = self._start(x_train, y_train)
         best, history = _Best(), []
@@ -327,10 +332,12 @@ class Trainer:
         return float(loss_sum) / (run.per_rank * self.world.size)
 
     def _step(self, run: _Run, idx: torch.Tensor) -> torch.Tensor:
-        """Forward, backward and an optimiser step on one batch; a non-finite loss is returned before any update."""
+        """Forward, backward and an optimiser step on one (augmented) batch; a non-finite loss is returned before
+        any update."""
+        batch = self.augment(run.x[idx], run.y[idx])
         with self._autocast():
-            logits = run.net(run.x[idx])
-        loss = self.loss_fn(logits.float(), run.y[idx])  # the loss in fp32 whatever the forward's dtype
+            logits = run.net(batch.x)
+        loss = batch.loss(self.loss_fn, logits.float())  # the loss in fp32 whatever the forward's dtype
         if not torch.isfinite(loss):
             return loss
         run.opt.zero_grad(set_to_none=True)

@@ -1,0 +1,119 @@
+"""On-the-fly augmentation (speciesclf.training.augment) and its use by the Trainer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from speciesclf.models.cnn import AudioCNN
+from speciesclf.training.augment import AugmentConfig, Augmenter, Batch
+from speciesclf.training.trainer import TrainConfig, Trainer
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _restore_determinism() -> Iterator[None]:
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.use_deterministic_algorithms(deterministic)
+
+
+def _batch(n: int = 8, bands: int = 16, frames: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.arange(n * bands * frames, dtype=torch.float32).reshape(n, bands, frames) + 1.0  # no zeros
+    return x, torch.arange(n) % 4
+
+
+def test_with_every_knob_off_the_batch_is_untouched_and_no_random_number_is_drawn() -> None:
+    x, y = _batch()
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    batch = Augmenter(AugmentConfig())(x, y)
+    assert batch.x is x and batch.y is y and batch.y_mix is None
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_masks_zero_whole_bands_and_frames_per_example_within_the_widths() -> None:
+    x, y = _batch()
+    torch.manual_seed(1)
+    out = Augmenter(AugmentConfig(freq_mask=5, time_mask=10, masks=1))(x, y).x
+    zero = out == 0
+    bands = zero.all(dim=2).sum(dim=1)  # masked bands per example
+    frames = zero.all(dim=1).sum(dim=1)
+    assert (bands <= 5).all() and (frames <= 10).all()
+    assert len({tuple(z.flatten().tolist()) for z in zero}) > 1  # each example its own masks
+    kept = ~zero
+    assert torch.equal(out[kept], x[kept])  # everything else untouched
+
+
+def test_time_shift_rolls_each_example_by_at_most_the_limit() -> None:
+    x, y = _batch(n=16)
+    torch.manual_seed(2)
+    out = Augmenter(AugmentConfig(time_shift=3))(x, y).x
+    shifts = set()
+    for original, rolled in zip(x, out, strict=True):
+        match = [s for s in range(-3, 4) if torch.equal(torch.roll(original, s, dims=-1), rolled)]
+        assert len(match) == 1
+        shifts.add(match[0])
+    assert len(shifts) > 1
+
+
+def test_mixup_mixes_pairs_and_the_loss_weights_both_labels() -> None:
+    x, y = _batch()
+    torch.manual_seed(3)
+    batch = Augmenter(AugmentConfig(mixup_alpha=0.4))(x, y)
+    assert batch.y_mix is not None and 0 < batch.lam < 1
+    lam = batch.lam
+    for i in range(len(x)):  # each example is lam * itself + (1 - lam) * one partner, whose label is y_mix[i]
+        partners = [j for j in range(len(x)) if torch.allclose(batch.x[i], lam * x[i] + (1 - lam) * x[j])]
+        assert len(partners) == 1 and batch.y_mix[i] == y[partners[0]]
+    logits = torch.randn(len(y), 4)
+    ce = nn.CrossEntropyLoss()
+    expected = lam * ce(logits, y) + (1 - lam) * ce(logits, batch.y_mix)
+    assert torch.allclose(batch.loss(ce, logits), expected)
+    assert torch.equal(Batch(x, y).loss(ce, logits), ce(logits, y))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"freq_mask": -1}, "augment.freq_mask: invalid value -1; expected an integer >= 0 (bands)"),
+        ({"masks": 0}, "augment.masks: invalid value 0; expected an integer >= 1"),
+        ({"mixup_prob": 1.5}, "augment.mixup_prob: invalid value 1.5; expected a probability in [0, 1]"),
+        ({"mixup_alpha": -0.2}, "augment.mixup_alpha: invalid value -0.2; expected a number >= 0 (0 turns mixup off)"),
+    ],
+)
+def test_bad_knobs_are_refused_by_name(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError) as exc:
+        AugmentConfig(**kwargs)
+    assert str(exc.value) == message
+
+
+def test_a_mask_wider_than_the_features_is_refused_before_training() -> None:
+    x = np.zeros((8, 20, 48), np.float32)
+    trainer = Trainer(
+        AudioCNN(2), config=TrainConfig(epochs=1, device="cpu"), log=None, augment=AugmentConfig(freq_mask=20)
+    )
+    with pytest.raises(ValueError, match=r"augment\.freq_mask: 20 is not below the features' 20 bands"):
+        trainer.fit(x, np.zeros(8, np.int64), x, np.zeros(8, np.int64))
+
+
+def _fit(augment: AugmentConfig | None) -> bytes:
+    rng = np.random.default_rng(0)
+    y = np.arange(64) % 2
+    x = (rng.standard_normal((64, 20, 48)) + y[:, None, None]).astype(np.float32)
+    torch.manual_seed(0)
+    config = TrainConfig(epochs=2, batch_size=16, warmup_epochs=1, device="cpu", precision="fp32", seed=0)
+    trainer = Trainer(AudioCNN(2), config=config, log=None, augment=augment)
+    trainer.fit(x, y, x[:16], y[:16])
+    return b"".join(t.numpy().tobytes() for t in trainer.model.state_dict().values())
+
+
+def test_augmented_training_is_repeatable_and_differs_from_plain_training() -> None:
+    augment = AugmentConfig(freq_mask=4, time_mask=8, time_shift=4, mixup_alpha=0.4)
+    first = _fit(augment)
+    assert _fit(augment) == first  # same seed, same bytes
+    assert _fit(None) != first
+    assert _fit(None) == _fit(AugmentConfig())  # every knob off is no augmentation at all
