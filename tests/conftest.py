@@ -19,3 +19,11 @@ def _single_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _restore_determinism() -> Iterator[None]:
+    """Trainer.fit turns on torch.use_deterministic_algorithms process-wide; give the next module the setting back."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.use_deterministic_algorithms(deterministic)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -12,13 +10,6 @@ from torch import nn
 from speciesclf.models.cnn import AudioCNN
 from speciesclf.training.augment import AugmentConfig, Augmenter, Batch
 from speciesclf.training.trainer import TrainConfig, Trainer
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _restore_determinism() -> Iterator[None]:
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    yield
-    torch.use_deterministic_algorithms(deterministic)
 
 
 def _batch(n: int = 8, bands: int = 16, frames: int = 50) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,7 +8,6 @@ tests/test_faults.py kills real stage processes with real signals.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,13 +22,6 @@ from speciesclf.training.trainer import EpochStats, TrainConfig, Trainer
 CONFIG = TrainConfig(
     epochs=5, batch_size=16, lr=3e-3, warmup_epochs=1, patience=10, device="cpu", precision="fp32", seed=0
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _restore_determinism() -> Iterator[None]:
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    yield
-    torch.use_deterministic_algorithms(deterministic)
 
 
 class Killed(Exception):

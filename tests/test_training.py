@@ -7,7 +7,6 @@ import hashlib
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -36,14 +35,6 @@ N_CLASSES, N_MFCC, FRAMES = 4, 20, 64
 CONFIG = TrainConfig(
     epochs=4, batch_size=16, lr=3e-3, warmup_epochs=1, patience=10, device="cpu", precision="fp32", seed=0
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _restore_determinism() -> Iterator[None]:
-    # fit() turns on torch.use_deterministic_algorithms globally; give other test modules the setting back
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    yield
-    torch.use_deterministic_algorithms(deterministic)
 
 
 def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
