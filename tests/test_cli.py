@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import signal
 import subprocess
@@ -89,6 +90,47 @@ def test_ctrl_c_and_sigterm_end_a_stage_with_one_line(
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
     assert (proc.returncode, err) == (code, f"{line}\n")
+
+
+ORPHAN = """
+import os, time
+from speciesclf.cli import run_stage
+
+def main():
+    print(os.getpid(), flush=True)
+    time.sleep(60)
+
+run_stage(main)
+"""
+
+# a stand-in for `dvc repro`: runs the stage as DVC does, `SHELL -c cmd`, then waits to be killed
+LAUNCHER = "import subprocess, sys, time; subprocess.Popen([sys.argv[1], '-c', sys.argv[2]]); time.sleep(60)"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a stage follows DVC's death on Linux only")
+@pytest.mark.parametrize("shell", ["/bin/sh", "/bin/bash"])  # dash stays between DVC and the stage; bash execs
+@pytest.mark.parametrize("under_dvc", [True, False], ids=["started_by_dvc", "started_by_hand"])
+def test_a_stage_ends_when_dvc_is_killed_but_outlives_any_other_parent(
+    tmp_path: Path, shell: str, under_dvc: bool
+) -> None:
+    psutil = pytest.importorskip("psutil")
+    (tmp_path / "stage.py").write_text(ORPHAN, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "DVC_STAGE"} | ({"DVC_STAGE": "train"} if under_dvc else {})
+    cmd = [sys.executable, "-c", LAUNCHER, shell, f"{sys.executable} stage.py"]
+    launcher = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stage = psutil.Process(int(launcher.stdout.readline()))
+    launcher.kill()
+    launcher.wait()
+    try:
+        if under_dvc:
+            stage.wait(timeout=10)
+            assert launcher.stderr.read() == "terminated\n"  # SIGTERM, handled: the stage unwound and cleaned up
+        else:
+            time.sleep(2)  # like `nohup`: a stage run by hand is tied to nothing
+            assert stage.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    finally:
+        if stage.is_running():
+            stage.kill()
 
 
 def test_an_fft_longer_than_the_clip_is_refused_by_name(tmp_path: Path) -> None:

@@ -47,7 +47,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repo
 
 
-def _start(cwd: Path, cmd: list[str], new_session: bool = False) -> subprocess.Popen[str]:
+def _start(cwd: Path, cmd: list[str], new_session: bool = False, **env_vars: str | None) -> subprocess.Popen[str]:
     def child() -> None:
         # a shell's background job (CI's) inherits SIGINT ignored; a terminal's has the default
         signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -57,7 +57,7 @@ def _start(cwd: Path, cmd: list[str], new_session: bool = False) -> subprocess.P
     return subprocess.Popen(
         cmd,
         cwd=cwd,
-        env={**env(), "PYTHONUNBUFFERED": "1"},
+        env={k: v for k, v in {**env(), "PYTHONUNBUFFERED": "1", **env_vars}.items() if v is not None},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -173,7 +173,8 @@ def test_a_killed_featurize_leaves_no_worker_and_no_temporary_folder(repo: Path,
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
 def test_a_killed_dvc_repro_leaves_nothing_running_and_resumes(repo: Path, sig: int) -> None:
     reference = (repo / "models/baseline/model.pt").read_bytes()
-    dvc = _start(repo, ["dvc", "repro", "--force", "--single-item", "train_baseline"], new_session=True)
+    # with SHELL unset DVC runs the stage under /bin/sh; dash stays between DVC and the stage (bash would exec)
+    dvc = _start(repo, ["dvc", "repro", "--force", "--single-item", "train_baseline"], new_session=True, SHELL=None)
     _wait_for_line(dvc, r"^epoch +2/")
     if sig == signal.SIGINT:
         os.killpg(dvc.pid, sig)  # Ctrl-C: the terminal signals the whole foreground process group

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 
 from speciesclf.params import ParamsError
-from speciesclf.processes import Terminated, die_with_parent, raise_on_signals
+from speciesclf.processes import Terminated, die_with_dvc, raise_on_signals
 
 __all__ = ["run_stage"]
 
@@ -16,10 +16,10 @@ def run_stage(main: Callable[[], None]) -> None:
     """Run a stage's ``main``: expected errors print one line and exit 2, Ctrl-C prints one and exits 130,
     SIGTERM one and 143 (after the same clean-up as any error: no temporary output, no child process left).
 
-    The stage gets SIGTERM when its parent (``dvc repro``) dies, even by SIGKILL, so it never outlives DVC and writes
-    an output nobody will record. ``SPECIESCLF_DEBUG=1`` re-raises input errors with their traceback.
+    Started by DVC, the stage gets SIGTERM when DVC dies, even by SIGKILL, so it never outlives DVC and writes an
+    output nobody will record. ``SPECIESCLF_DEBUG=1`` re-raises input errors with their traceback.
     """
-    die_with_parent()
+    die_with_dvc()
     raise_on_signals()
     try:
         main()

@@ -9,22 +9,24 @@ Three ways a stage can end early, and what each does here:
   and unwinds the same way (its pool workers ignore SIGINT and are shut down by the stage).
 - Either exception, raised while a finaliser (``__del__``) happens to run, would be printed and dropped by Python,
   and the stage would run on: such a signal is delivered again.
-- SIGKILL, or the parent (``dvc repro``) dying: nothing can run in the killed process, so each child asks the
-  kernel beforehand to signal it when its parent goes (:func:`die_with_parent`, Linux ``PR_SET_PDEATHSIG``).
-  A stage launched by DVC gets SIGTERM when DVC dies; a pool worker gets SIGKILL when its stage dies.
-  Temporary folders such a kill leaves behind are removed by the next run (:mod:`speciesclf.files`).
+- SIGKILL, or the parent dying: nothing can run in the killed process, so each child arranges beforehand to be
+  signalled when it goes. A pool worker gets SIGKILL when its stage dies (:func:`die_with_parent`, Linux
+  ``PR_SET_PDEATHSIG``); a stage that DVC started gets SIGTERM when DVC dies (:func:`die_with_dvc`), even with a
+  shell left in between. Temporary folders such a kill leaves behind are removed by the next run
+  (:mod:`speciesclf.files`).
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import select
 import signal
 import sys
 import threading
 from types import FrameType
 
-__all__ = ["Terminated", "die_with_parent", "ignore_interrupts", "raise_on_signals"]
+__all__ = ["Terminated", "die_with_dvc", "die_with_parent", "ignore_interrupts", "raise_on_signals"]
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -92,3 +94,55 @@ def die_with_parent(sig: int = signal.SIGTERM) -> bool:
     if os.getppid() != parent:  # the parent died before the request was in place: act as the kernel would
         os.kill(os.getpid(), sig)
     return True
+
+
+# shells that DVC may run a stage's cmd with ($SHELL, else /bin/sh); dash stays as the command's parent, bash execs
+_SHELLS = frozenset({"sh", "dash", "bash", "zsh", "ksh", "mksh", "ash", "fish"})
+
+
+def die_with_dvc(sig: int = signal.SIGTERM) -> bool:
+    """If DVC started this process (it sets ``DVC_STAGE``), have ``sig`` sent to it when DVC exits, however DVC
+    exits; ``False`` where not started by DVC or unsupported.
+
+    DVC runs a stage's ``cmd`` as ``$SHELL -c cmd`` (``/bin/sh`` where SHELL is unset). bash and zsh replace
+    themselves with the command; dash stays as its parent and outlives DVC, so the parent's death is no sign. The
+    process watched is the nearest ancestor that is not such a shell. A stage run by hand is tied to nothing, so
+    ``nohup`` keeps it alive after its terminal closes. Linux only (``/proc``, ``pidfd_open``).
+    """
+    if "DVC_STAGE" not in os.environ or not sys.platform.startswith("linux"):
+        return False
+    dvc = _launcher()
+    try:
+        pidfd = os.pidfd_open(dvc)
+    except ProcessLookupError:
+        pidfd = None
+    except OSError:  # a kernel before 5.3, or a sandbox that forbids it: the parent is the best we can watch
+        return die_with_parent(sig)
+    if pidfd is None or _launcher() != dvc:  # gone before the watch was in place: act as the watch would
+        os.kill(os.getpid(), sig)
+        return True
+    threading.Thread(target=_signal_on_exit, args=(pidfd, sig), name=f"watch {dvc}", daemon=True).start()
+    return True
+
+
+def _signal_on_exit(pidfd: int, sig: int) -> None:
+    select.select([pidfd], [], [])  # a process's pidfd becomes readable when the process exits
+    os.kill(os.getpid(), sig)
+
+
+def _launcher() -> int:
+    """The nearest ancestor that is not a shell running ``-c`` a command (0 if the chain breaks while read)."""
+    pid = os.getppid()
+    try:
+        while _runs_a_command_line(pid):
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                pid = int(f.read().rsplit(b")", 1)[1].split()[1])  # after "pid (comm) state": the parent's pid
+    except (OSError, IndexError, ValueError):
+        return 0
+    return pid
+
+
+def _runs_a_command_line(pid: int) -> bool:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        argv = f.read().split(b"\0")
+    return os.path.basename(argv[0].decode(errors="replace")).lstrip("-") in _SHELLS and b"-c" in argv[1:]
