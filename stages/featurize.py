@@ -1,4 +1,5 @@
-"""Stage `featurize`: MFCC windows of every prepared clip → OUT (a few arrays per split, see speciesclf.features.store).
+"""Stage `featurize`: feature windows (features.front_end) of every prepared clip → OUT (a few arrays per split,
+see speciesclf.features.store).
 
 python stages/featurize.py data/prepared data/features
 """

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from speciesclf.features.frontends import extractor
 from speciesclf.features.mfcc import FeatureConfig, MFCCExtractor, Standardizer
 
 
@@ -129,7 +130,7 @@ def test_standardizer_constant_coefficient_uses_eps() -> None:
 
 @pytest.mark.parametrize("shape", [(0, 20, 64), (20, 64)])
 def test_standardizer_fit_invalid(shape: tuple[int, ...]) -> None:
-    with pytest.raises(ValueError, match="n_mfcc, frames"):
+    with pytest.raises(ValueError, match="bands, frames"):
         Standardizer.fit(np.zeros(shape, dtype=np.float32))
 
 
@@ -142,6 +143,19 @@ def test_standardizer_round_trip() -> None:
     np.testing.assert_array_equal(again.mean, std.mean)
     np.testing.assert_array_equal(again.std, std.std)
     np.testing.assert_array_equal(again(val), std(val))
+
+
+def test_a_card_written_before_front_ends_existed_reads_as_mfcc() -> None:
+    old = {k: v for k, v in FeatureConfig().to_dict().items() if k not in ("front_end", "pcen_time_constant")}
+    assert FeatureConfig.from_dict(old) == FeatureConfig()
+
+
+@pytest.mark.parametrize(("front_end", "bands"), [("mfcc", 20), ("logmel", 40), ("pcen", 40)])
+def test_bands_are_coefficients_or_mel_bands_by_front_end(front_end: str, bands: int) -> None:
+    config = FeatureConfig(front_end=front_end)
+    assert config.bands == bands
+    clips = _clips(2, config)
+    assert extractor(config)(clips).shape == (2, bands, config.frames)
 
 
 def test_config_round_trip() -> None:
@@ -173,6 +187,8 @@ def test_config_from_dict_unknown_key() -> None:
         ({"f_max": 9000.0}, "f_max"),
         ({"f_max": 0}, "f_max"),
         ({"f_max": -100.0}, "f_max"),
+        ({"front_end": "mel"}, "front_end"),
+        ({"pcen_time_constant": 0.0}, "pcen_time_constant"),
     ],
 )
 def test_config_invalid(kwargs: dict[str, float], key: str) -> None:
@@ -186,6 +202,7 @@ def test_config_invalid(kwargs: dict[str, float], key: str) -> None:
         ({"n_mfcc": 41}, "features.n_mfcc: invalid value 41; expected from 1 to n_mels (40)"),
         ({"hop_length": 1024}, "features.hop_length: invalid value 1024; expected from 1 to n_fft (512)"),
         ({"f_max": 9000.0}, "features.f_max: invalid value 9000.0; expected null or in (0, 8000] (Nyquist)"),
+        ({"front_end": "mel"}, "features.front_end: invalid value 'mel'; expected one of mfcc, logmel, pcen"),
     ],
 )
 def test_an_invalid_value_names_the_rule_it_breaks(kwargs: dict[str, float], message: str) -> None:

@@ -42,6 +42,7 @@ def valid_params() -> dict[str, Any]:
             "audio_format": "wav",
         },
         "features": {
+            "front_end": "mfcc",
             "sample_rate": 16000,
             "clip_seconds": 5.0,
             "train_hop_seconds": 2.5,
@@ -51,6 +52,7 @@ def valid_params() -> dict[str, Any]:
             "n_mels": 40,
             "f_min": 50.0,
             "f_max": None,
+            "pcen_time_constant": 0.4,
         },
         "split": {"val": 0.15, "test": 0.15, "seed": 0},
         "loss": {"gamma": 2.0, "alpha": 0.25, "beta": 0.999, "label_smoothing": 0.0},
@@ -136,6 +138,8 @@ def test_valid_passes_unchanged() -> None:
         ("loss.gamma", 0),
         ("features.f_max", 8000),
         ("features.f_max", 7999.5),
+        ("features.front_end", "logmel"),
+        ("features.front_end", "pcen"),
         ("train.device", "cpu"),
         ("train.lr", 1),  # an int where a number is expected
         ("gamma_sweep.gammas", [0, 0.5, 5]),
@@ -204,6 +208,8 @@ def test_unknown_top_level_key() -> None:
         ("features.f_max", 0),
         ("features.clip_seconds", 0.0),
         ("features.train_hop_seconds", 0),
+        ("features.front_end", "mel"),
+        ("features.pcen_time_constant", 0),
         ("split.val", 0),
         ("split.test", 1.0),
         ("evaluate.rare_threshold", 0),

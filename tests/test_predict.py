@@ -15,11 +15,12 @@ from typing import Any, NamedTuple
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 import yaml
 
 from speciesclf.data.prepare import prepare
 from speciesclf.features.mfcc import FeatureConfig
-from speciesclf.features.store import featurize
+from speciesclf.features.store import featurize, load_split
 from speciesclf.models.saved import save_model
 from speciesclf.params import validate
 from speciesclf.predict import COLUMNS, Predictor
@@ -38,9 +39,8 @@ def tone(sr: int, seconds: float, freq: float, seed: int, channels: int = 1) -> 
     return np.stack([wave, 0.5 * wave], axis=1) if channels == 2 else wave
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("predict")
+def _train_tiny_model(base: Path, epochs: int = 2, **features: Any) -> Path:
+    """Three tone "species", four 1 s recordings each, through prepare, featurize and training: ``base/model``."""
     data = base / "recordings"
     for s, (label, freq) in enumerate(FREQS.items()):
         (data / label).mkdir(parents=True)
@@ -48,14 +48,19 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             sf.write(data / label / f"r{r}.wav", tone(SR, 1.0, freq * (1 + 0.02 * r), 10 * s + r), SR)
     params = copy.deepcopy(yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8")))
     params["data"].update({"source": "folder", "path": str(data)})
-    params["features"].update(sample_rate=SR, clip_seconds=1.0, train_hop_seconds=0.5)
+    params["features"].update(sample_rate=SR, clip_seconds=1.0, train_hop_seconds=0.5, **features)
     validate(params)
     prepare(params, base / "prepared")
     featurize(base / "prepared" / "manifest.csv", base / "features", FeatureConfig(**params["features"]))
-    config = TrainConfig(epochs=2, warmup_epochs=0, device="cpu", precision="fp32")
+    config = TrainConfig(epochs=epochs, warmup_epochs=0, device="cpu", precision="fp32")
     trained = train_model(base / "features", "AudioCNN", None, config, log=None)
     save_model(base / "model", trained.network, trained.card)
     return base / "model"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _train_tiny_model(tmp_path_factory.mktemp("predict"))
 
 
 def run_cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -221,3 +226,20 @@ def test_an_empty_folder_is_reported_not_dropped(model_dir: Path, tmp_path: Path
     assert r.returncode == 0
     assert f"skipped {tmp_path / 'nothing here'}: a folder with no files" in r.stderr
     assert "predicted 1 recording(s), skipped 1" in r.stderr
+
+
+@pytest.mark.parametrize("front_end", ["logmel", "pcen"])
+def test_a_model_on_another_front_end_predicts_with_the_front_end_of_its_card(tmp_path: Path, front_end: str) -> None:
+    model_dir = _train_tiny_model(tmp_path, epochs=1, front_end=front_end, n_mels=32)
+    predictor = Predictor(model_dir)
+    assert predictor.model.features.front_end == front_end and predictor.model.features.bands == 32
+    # a test recording's windows as the pipeline featurized them, scored by the network, against predict's scores
+    x, _, recordings = load_split(tmp_path / "features", "test")
+    with open(tmp_path / "features" / "test_windows.csv", newline="", encoding="utf-8") as f:
+        first = next(csv.DictReader(f))
+    rows = [i for i, r in enumerate(recordings) if r == first["recording_id"]]
+    with torch.no_grad():
+        expected = torch.softmax(predictor.model.network(torch.from_numpy(x[rows])).double(), dim=1).numpy()
+    proba, _ = predictor.window_proba(tmp_path / "prepared" / first["path"])
+    assert x.shape[1] == 32 and proba.shape == expected.shape
+    np.testing.assert_allclose(proba, expected, atol=1e-6)

@@ -87,6 +87,7 @@ SCHEMA: dict[str, Any] = {
         "audio_format": _choice("wav", "flac"),
     },
     "features": {
+        "front_end": _choice("mfcc", "logmel", "pcen"),
         "sample_rate": _int(8000, 384000),
         "clip_seconds": _num(0.1, 60),
         "train_hop_seconds": _num(0, 60, lo_open=True),
@@ -96,6 +97,7 @@ SCHEMA: dict[str, Any] = {
         "n_mels": _int(1, 512),
         "f_min": _num(0),
         "f_max": Rule((int, float), lambda v: v > 0, "a positive number or null", optional=True),
+        "pcen_time_constant": _num(0, 60, lo_open=True),
     },
     "split": {
         "val": _num(0, 1, lo_open=True, hi_open=True),

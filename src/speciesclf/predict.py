@@ -23,7 +23,7 @@ import torch
 
 from speciesclf.data.audio import AudioError, load_mono, window_starts, windows
 from speciesclf.data.sources import walk
-from speciesclf.features.mfcc import MFCCExtractor
+from speciesclf.features.frontends import extractor
 from speciesclf.files import csv_text, write_text
 from speciesclf.models.saved import load_model
 
@@ -81,7 +81,7 @@ class Predictor:
     def __init__(self, model_dir: str | os.PathLike[str]) -> None:
         self.model = load_model(model_dir)
         self.config = self.model.features
-        self.extract = MFCCExtractor(self.config)
+        self.extract = extractor(self.config)  # the front end the model was trained on
 
     @torch.no_grad()
     def window_proba(self, path: Path) -> tuple[np.ndarray, list[float]]:

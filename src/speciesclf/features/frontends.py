@@ -31,9 +31,9 @@ import numpy as np
 import torch
 import torchaudio
 
-from speciesclf.features.mfcc import FeatureConfig
+from speciesclf.features.mfcc import FeatureConfig, MFCCExtractor
 
-__all__ = ["LogMelExtractor", "PCENExtractor", "pcen"]
+__all__ = ["Extractor", "LogMelExtractor", "PCENExtractor", "extractor", "pcen"]
 
 _DB_FLOOR = 1e-10  # -100 dB power: below any 16-bit recording's noise floor
 _PCEN_SCALE = 2.0**31  # librosa's convention: PCEN's bias and gain assume integer-range magnitudes
@@ -118,3 +118,15 @@ class PCENExtractor(_MelExtractor):
 
     def transform(self, mel: torch.Tensor) -> torch.Tensor:
         return pcen(mel * _PCEN_SCALE, self.smooth)
+
+
+Extractor = MFCCExtractor | LogMelExtractor | PCENExtractor
+
+
+def extractor(config: FeatureConfig) -> Extractor:
+    """The front end ``config.front_end`` names: clips ``(n, clip_samples)`` → ``(n, config.bands, config.frames)``."""
+    if config.front_end == "logmel":
+        return LogMelExtractor(config)
+    if config.front_end == "pcen":
+        return PCENExtractor(config, config.pcen_time_constant)
+    return MFCCExtractor(config)

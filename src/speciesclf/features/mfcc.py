@@ -1,7 +1,9 @@
-"""MFCC features of fixed-length clips and their per-coefficient standardisation.
+"""The feature settings of every front end, MFCC features of fixed-length clips, and per-band standardisation.
 
-A clip of ``clip_seconds`` at ``sample_rate`` becomes ``(n_mfcc, frames)`` with
-``frames = round(clip_seconds * sample_rate / hop_length)``: 20 x 500 for the default 5 s at 16 kHz, hop 10 ms.
+A clip of ``clip_seconds`` at ``sample_rate`` becomes ``(bands, frames)`` with
+``frames = round(clip_seconds * sample_rate / hop_length)`` and ``bands`` = ``n_mfcc`` for the study's MFCCs
+(20 x 500 for the default 5 s at 16 kHz, hop 10 ms) or ``n_mels`` for the log-mel and PCEN front ends
+(:mod:`speciesclf.features.frontends`).
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ import numpy as np
 import torch
 import torchaudio
 
-__all__ = ["FeatureConfig", "MFCCExtractor", "Standardizer"]
+__all__ = ["FRONT_ENDS", "FeatureConfig", "MFCCExtractor", "Standardizer"]
+
+FRONT_ENDS = ("mfcc", "logmel", "pcen")
 
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    """The ``features`` params: how recordings become windows and windows become MFCCs (saved with each model)."""
+    """The ``features`` params: how recordings become windows and windows become features (saved with each model)."""
 
+    front_end: str = "mfcc"  # one of FRONT_ENDS
     sample_rate: int = 16000
     clip_seconds: float = 5.0
     train_hop_seconds: float | None = None  # hop between training windows (< clip: overlap); None: one clip
@@ -29,6 +34,7 @@ class FeatureConfig:
     n_mels: int = 40
     f_min: float = 50.0
     f_max: float | None = None  # None: Nyquist
+    pcen_time_constant: float = 0.4  # seconds; PCEN's smoother (librosa's default)
 
     def __post_init__(self) -> None:
         if self.train_hop_seconds is None:
@@ -36,6 +42,7 @@ class FeatureConfig:
         nyquist = self.sample_rate / 2
         f_top = self.f_max if self.f_max is not None else nyquist
         checks = {  # key: (holds, the rule as the message states it)
+            "front_end": (self.front_end in FRONT_ENDS, f"one of {', '.join(FRONT_ENDS)}"),
             "sample_rate": (self.sample_rate >= 1000, "at least 1000 Hz"),
             "clip_seconds": (self.clip_seconds > 0, "more than 0"),
             "train_hop_seconds": (0 < self.train_hop_seconds <= self.clip_seconds, "in (0, clip_seconds]"),
@@ -48,6 +55,7 @@ class FeatureConfig:
                 f"null or in (0, {nyquist:g}] (Nyquist)",
             ),
             "f_min": (0 <= self.f_min < f_top, f"in [0, f_max) = [0, {f_top:g})"),
+            "pcen_time_constant": (self.pcen_time_constant > 0, "more than 0 (seconds)"),
         }
         for key, (ok, rule) in checks.items():
             if not ok:
@@ -60,6 +68,11 @@ class FeatureConfig:
     @property
     def frames(self) -> int:
         return round(self.clip_samples / self.hop_length)
+
+    @property
+    def bands(self) -> int:
+        """Rows of a window's features: MFCC coefficients, or mel bands for log-mel and PCEN."""
+        return self.n_mfcc if self.front_end == "mfcc" else self.n_mels
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,7 +115,7 @@ class MFCCExtractor:
 
 
 class Standardizer:
-    """Per-coefficient mean/std, fitted on the training split only and applied to every split."""
+    """Per-band (per-coefficient) mean/std, fitted on the training split only and applied to every split."""
 
     def __init__(self, mean: np.ndarray, std: np.ndarray) -> None:
         self.mean = np.asarray(mean, dtype=np.float32)
@@ -110,9 +123,9 @@ class Standardizer:
 
     @classmethod
     def fit(cls, train: np.ndarray, eps: float = 1e-6) -> Standardizer:
-        """``train``: ``(n, n_mfcc, frames)``; statistics over clips and frames, accumulated in float64."""
+        """``train``: ``(n, bands, frames)``; statistics over clips and frames, accumulated in float64."""
         if train.ndim != 3 or train.shape[0] == 0:
-            raise ValueError(f"need training features of shape (n>0, n_mfcc, frames), got {train.shape}")
+            raise ValueError(f"need training features of shape (n>0, bands, frames), got {train.shape}")
         mean = train.mean(axis=(0, 2), dtype=np.float64)
         std = np.sqrt(((train - mean[None, :, None]) ** 2).mean(axis=(0, 2), dtype=np.float64))
         return cls(mean, np.maximum(std, eps))

@@ -1,9 +1,9 @@
-"""The feature store: MFCC windows of every clip of a split manifest as a few arrays per split (``featurize``),
-read back standardised by training and evaluation (``load_split``).
+"""The feature store: feature windows (MFCC, log-mel or PCEN) of every clip of a split manifest as a few arrays
+per split (``featurize``), read back standardised by training and evaluation (``load_split``).
 
-Layout of ``data/features/``: per split ``<split>_x.npy`` (float32 ``(windows, n_mfcc, frames)``, raw MFCC,
-memory-mappable), ``<split>_y.npy`` (int64 species index) and ``<split>_windows.csv`` (the recording of each
-window); ``labels.json`` (species and training counts), ``norm.json`` (training-split statistics only),
+Layout of ``data/features/``: per split ``<split>_x.npy`` (float32 ``(windows, bands, frames)``, not yet
+standardised, memory-mappable), ``<split>_y.npy`` (int64 species index) and ``<split>_windows.csv`` (the recording
+of each window); ``labels.json`` (species and training counts), ``norm.json`` (training-split statistics only),
 ``features.json`` (the feature settings).
 """
 
@@ -25,19 +25,20 @@ import torch
 from speciesclf import processes
 from speciesclf.data.audio import load_mono, windows
 from speciesclf.data.manifest import SPLITS, Clip, read_manifest
-from speciesclf.features.mfcc import FeatureConfig, MFCCExtractor, Standardizer
+from speciesclf.features.frontends import Extractor, extractor
+from speciesclf.features.mfcc import FeatureConfig, Standardizer
 from speciesclf.files import read_json, save_npy, write_csv, write_json
 
 __all__ = ["featurize", "load_split"]
 
 
 @functools.lru_cache(maxsize=4)
-def _extractor(config: FeatureConfig) -> MFCCExtractor:
-    return MFCCExtractor(config)
+def _extractor(config: FeatureConfig) -> Extractor:
+    return extractor(config)
 
 
 def _recording_windows(path: Path, config: FeatureConfig, hop: int) -> np.ndarray:
-    """Decode, resample, cut and MFCC one recording: ``(windows, n_mfcc, frames)``.
+    """Decode, resample, cut and featurize one recording: ``(windows, bands, frames)``.
 
     Always on one intra-op thread, in a worker or not, so the bytes do not depend on how many workers ran.
     """
@@ -81,7 +82,8 @@ def featurize(
     config: FeatureConfig,
     workers: int | None = None,
 ) -> dict[str, int]:
-    """MFCC windows of every clip in a split manifest; paths are relative to the manifest's folder.
+    """Feature windows (``config.front_end``) of every clip in a split manifest; paths are relative to the
+    manifest's folder.
 
     Training recordings are cut with ``config.train_hop_seconds`` (overlap = augmentation); val/test recordings
     with a hop of one clip, so each part of a recording is scored once. ``workers`` processes decode and resample
@@ -127,7 +129,7 @@ def _featurize_split(
         feats.append(f)
         ys += [index[clip.label]] * len(f)
         rows += [(clip.recording_id, clip.path, k) for k in range(len(f))]
-    x = np.concatenate(feats) if feats else np.zeros((0, config.n_mfcc, config.frames), np.float32)
+    x = np.concatenate(feats) if feats else np.zeros((0, config.bands, config.frames), np.float32)
     y = np.asarray(ys, dtype=np.int64)
     save_npy(out_dir / f"{split}_x.npy", x)
     save_npy(out_dir / f"{split}_y.npy", y)

@@ -1,4 +1,5 @@
-"""CNNs over MFCC "images": input (batch, n_mfcc, frames) float, output (batch, n_classes) logits.
+"""CNNs over feature "images": input (batch, bands, frames) float, bands being MFCCs or mel bands; output
+(batch, n_classes) logits.
 
 `AudioCNN` is the study's Phase 0/2A network (4 conv blocks, 32-64-128-256 channels, 256-unit hidden layer);
 `AudioCNNv2` its Phase 2B network (5 blocks, 64-128-256-512-512, 512-unit hidden layer, ~4.2M parameters at
@@ -67,10 +68,10 @@ class _SpectroCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 3:
-            raise ValueError(f"expected input of shape (batch, n_mfcc, frames), got {tuple(x.shape)}")
+            raise ValueError(f"expected input of shape (batch, bands, frames), got {tuple(x.shape)}")
         if x.shape[-1] < self.min_frames:
             raise ValueError(f"need at least {self.min_frames} frames, got {x.shape[-1]}")
-        x = x.unsqueeze(1)  # (B, 1, n_mfcc, frames): coefficients x time as a one-channel image
+        x = x.unsqueeze(1)  # (B, 1, bands, frames): bands x time as a one-channel image
         return self.head(self.pool(self.features(x)))
 
 

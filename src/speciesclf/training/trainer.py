@@ -212,7 +212,7 @@ class _Run:
 
 
 class Trainer:
-    """Train a classifier on in-memory features ``(n, n_mfcc, frames)`` with integer labels ``(n,)``.
+    """Train a classifier on in-memory features ``(n, bands, frames)`` with integer labels ``(n,)``.
 
     ``callbacks`` are called with each epoch's :class:`EpochStats` (a stage plugs dvclive in here); ``augment``
     transforms each training batch (:mod:`speciesclf.training.augment`; none by default);
