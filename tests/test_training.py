@@ -373,3 +373,45 @@ def test_seed_all_turns_on_deterministic_kernels(compiler_loaded: bool) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["True", "False", str(compiler_loaded)]
+
+
+COUNTS = [40, 10, 5, 1]
+
+
+def _by_hand(name: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Each loss from its formula, independent of speciesclf.models.losses."""
+    n = torch.tensor(COUNTS, dtype=torch.float64)
+    if name == "cross_entropy":
+        return F.cross_entropy(logits, y, label_smoothing=0.1)
+    if name == "class_weighted":  # w_c ∝ n_c^-0.5, summing to C
+        w = n**-0.5
+        return F.cross_entropy(logits, y, weight=(w * len(n) / w.sum()).float(), label_smoothing=0.1)
+    if name == "logit_adjusted":  # CE(z + τ log π), τ = 2
+        return F.cross_entropy(logits + 2.0 * (n / n.sum()).log().float(), y, label_smoothing=0.1)
+    if name == "balanced_softmax":  # CE(z + log n)
+        return F.cross_entropy(logits + n.log().float(), y, label_smoothing=0.1)
+    p = F.softmax(logits, 1).gather(1, y[:, None])[:, 0]  # focal, γ = 2, α = 0.25, no smoothing
+    return (-0.25 * (1 - p) ** 2 * p.log()).mean()
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "focal", "class_weighted", "logit_adjusted", "balanced_softmax"])
+def test_build_loss_makes_the_loss_its_name_and_keys_ask_for(name: str) -> None:
+    from speciesclf.training.train import build_loss
+
+    keys = {
+        "focal": {"gamma": 2.0, "alpha": 0.25},
+        "class_weighted": {"power": 0.5, "label_smoothing": 0.1},
+        "logit_adjusted": {"tau": 2.0, "label_smoothing": 0.1},
+    }.get(name, {"label_smoothing": 0.1})
+    logits, y = torch.randn(16, 4, generator=torch.Generator().manual_seed(0)), torch.arange(16) % 4
+    loss = build_loss({"name": name, **keys}, COUNTS)
+    torch.testing.assert_close(loss(logits, y), _by_hand(name, logits, y))
+
+
+def test_build_loss_without_a_name_is_the_studys_focal_loss_and_a_bad_name_is_refused() -> None:
+    from speciesclf.models.losses import FocalLoss
+    from speciesclf.training.train import build_loss
+
+    assert isinstance(build_loss({"gamma": 2.0, "alpha": 0.25, "beta": 0.999}, COUNTS), FocalLoss)
+    with pytest.raises(ValueError, match=r"^loss\.name: got 'focall'; expected one of cross_entropy, focal, "):
+        build_loss({"name": "focall"}, COUNTS)

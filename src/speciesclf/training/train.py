@@ -14,12 +14,12 @@ from torch import nn
 from speciesclf.features.store import load_split
 from speciesclf.files import read_json
 from speciesclf.models.cnn import build_model
-from speciesclf.models.losses import FocalLoss
+from speciesclf.models.losses import BalancedSoftmaxLoss, ClassWeightedCrossEntropy, FocalLoss, LogitAdjustedLoss
 from speciesclf.training import distributed
 from speciesclf.training.checkpoint import TrainingState, code_files, fingerprint
 from speciesclf.training.trainer import EpochStats, TrainConfig, Trainer
 
-__all__ = ["TrainedRun", "build_loss", "train_model"]
+__all__ = ["LOSSES", "TrainedRun", "build_loss", "train_model"]
 
 
 @dataclass(frozen=True)
@@ -31,11 +31,33 @@ class TrainedRun:
     state: TrainingState | None = None  # the per-epoch state: discard it once the model is saved
 
 
+LOSSES = ("cross_entropy", "focal", "class_weighted", "logit_adjusted", "balanced_softmax")
+
+
 def build_loss(loss: dict[str, Any] | None, train_counts: Sequence[int]) -> nn.Module:
-    """``None`` → cross-entropy (the study's baseline); else focal loss from the ``loss`` params section."""
+    """The training loss a ``loss`` params mapping names; ``None`` → cross-entropy (the study's baseline).
+
+    ``name`` (default ``focal``, the study's Phases 2A/2B) is one of :data:`LOSSES`; each reads its own keys, and
+    every one reads ``label_smoothing``: ``focal`` γ ``gamma``, ``alpha`` (a number, ``'balanced'`` for Cui et al.
+    weights with ``beta``, or null); ``class_weighted`` (Phase 1) ``power`` of the inverse class frequency;
+    ``logit_adjusted`` (Menon et al. 2021) ``tau``; ``balanced_softmax`` (Ren et al. 2020) none. The class
+    frequencies are ``train_counts``, the training windows per species.
+    """
     if loss is None:
         return nn.CrossEntropyLoss()
-    common = {"gamma": float(loss["gamma"]), "label_smoothing": float(loss.get("label_smoothing", 0.0))}
+    name = loss.get("name", "focal")
+    smoothing = float(loss.get("label_smoothing", 0.0))
+    if name == "cross_entropy":
+        return nn.CrossEntropyLoss(label_smoothing=smoothing)
+    if name == "class_weighted":
+        return ClassWeightedCrossEntropy(train_counts, power=float(loss.get("power", 1.0)), label_smoothing=smoothing)
+    if name == "logit_adjusted":
+        return LogitAdjustedLoss(train_counts, tau=float(loss.get("tau", 1.0)), label_smoothing=smoothing)
+    if name == "balanced_softmax":
+        return BalancedSoftmaxLoss(train_counts, label_smoothing=smoothing)
+    if name != "focal":
+        raise ValueError(f"loss.name: got {name!r}; expected one of {', '.join(LOSSES)}")
+    common = {"gamma": float(loss["gamma"]), "label_smoothing": smoothing}
     if loss.get("alpha") == "balanced":
         return FocalLoss.balanced(train_counts, beta=float(loss.get("beta", 0.999)), **common)
     alpha = loss.get("alpha")
