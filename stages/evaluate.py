@@ -3,7 +3,8 @@
     python stages/evaluate.py baseline --features data/features --models models --curves metrics/train \\
         --scores metrics/eval --metrics metrics
 
-For each run (``baseline``; for ``gamma_sweep``, ``gamma_sweep/gamma_<γ>`` for every γ in gamma_sweep.gammas) it
+For each run (``baseline``; for ``gamma_sweep``, ``gamma_sweep/gamma_<γ>`` for every γ in gamma_sweep.gammas; for
+``phase3``, ``phase3/seed_<seed>`` for every seed in phase3.seeds, on its own feature store) it
 reads MODELS/<run> and the training time in CURVES/<run>, and writes METRICS/<run>.json (the headline window-level
 scores at the top, ``window`` and ``recording`` sections, the training facts) and SCORES/<run>/. The latter, the
 stage's hashed output, holds the same scores without the wall-clock ``train_seconds`` (scores.json), the
@@ -19,7 +20,7 @@ from speciesclf.evaluation.evaluate import evaluate_model
 from speciesclf.evaluation.metrics import HEADLINE
 from speciesclf.files import atomic_dir, read_json, write_json
 from speciesclf.params import load_params
-from speciesclf.runs import GAMMA_SWEEP, PHASES, sweep_runs
+from speciesclf.runs import GAMMA_SWEEP, PHASE3, PHASES, phase3_runs, sweep_runs
 
 
 def evaluate_run(run: str, args: argparse.Namespace, rare_threshold: int) -> None:
@@ -48,7 +49,7 @@ def evaluate_run(run: str, args: argparse.Namespace, rare_threshold: int) -> Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("phase", choices=[*PHASES, GAMMA_SWEEP])
+    parser.add_argument("phase", choices=[*PHASES, GAMMA_SWEEP, PHASE3])
     for folder, what in [
         ("features", "the feature folder"),
         ("models", "the trained models"),
@@ -59,8 +60,8 @@ def main() -> None:
         parser.add_argument(f"--{folder}", required=True, help=what)
     args = parser.parse_args()
     params = load_params()
-    runs = sweep_runs(params[GAMMA_SWEEP]["gammas"]) if args.phase == GAMMA_SWEEP else [args.phase]
-    for run in runs:
+    groups = {GAMMA_SWEEP: sweep_runs(params[GAMMA_SWEEP]["gammas"]), PHASE3: phase3_runs(params[PHASE3]["seeds"])}
+    for run in groups.get(args.phase, [args.phase]):
         evaluate_run(run, args, params["evaluate"]["rare_threshold"])
 
 

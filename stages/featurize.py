@@ -2,6 +2,7 @@
 see speciesclf.features.store).
 
 python stages/featurize.py data/prepared data/features
+python stages/featurize.py data/prepared data/features_phase3 --phase3   # features with phase3.features applied
 """
 
 import argparse
@@ -18,8 +19,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("prepared", help="the prepare stage's folder (its manifest.csv)")
     parser.add_argument("out", help="the feature folder (written whole)")
+    parser.add_argument("--phase3", action="store_true", help="phase 3's feature store: phase3.features applied")
     args = parser.parse_args()
-    config = FeatureConfig(**load_params()["features"])
+    params = load_params()
+    config = FeatureConfig(**{**params["features"], **(params["phase3"]["features"] if args.phase3 else {})})
     with atomic_dir(args.out) as out:
         counts = featurize(Path(args.prepared) / "manifest.csv", out, config)
     print("featurize: windows per split " + ", ".join(f"{k} {v}" for k, v in counts.items()))

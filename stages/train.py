@@ -1,8 +1,9 @@
-"""Stages `train_baseline`, `train_phase2a`, `train_phase2b` and `gamma_sweep@γ`: one model each.
+"""Stages `train_baseline`, `train_phase2a`, `train_phase2b`, `gamma_sweep@γ` and `train_phase3@seed`: one model each.
 
     python stages/train.py baseline data/features models/baseline metrics/train/baseline --state checkpoints/baseline
     python stages/train.py gamma_sweep data/features models/gamma_sweep/gamma_1.0 \\
         metrics/train/gamma_sweep/gamma_1.0 --gamma 1.0
+    python stages/train.py phase3 data/features_phase3 models/phase3/seed_42 metrics/train/phase3/seed_42 --seed 42
     torchrun --nproc_per_node=2 stages/train.py baseline ...    # data-parallel (DDP), as train.processes: 2 does
 
 With `train.processes` > 1 the stage starts torchrun on itself (so `dvc repro` runs it); launched by torchrun it
@@ -26,8 +27,9 @@ from speciesclf.cli import run_stage
 from speciesclf.models.cnn import MODELS
 from speciesclf.models.saved import save_model
 from speciesclf.params import ParamsError, load_params
-from speciesclf.runs import GAMMA_SWEEP, PHASES, sweep_run
+from speciesclf.runs import GAMMA_SWEEP, PHASE3, PHASES, phase3_run, sweep_run
 from speciesclf.training import distributed
+from speciesclf.training.augment import AugmentConfig
 from speciesclf.training.train import train_model
 from speciesclf.training.trainer import EpochStats, TrainConfig, resolve_device, set_threads
 
@@ -36,22 +38,30 @@ CURVES = ("train_loss", "val_loss", "val_accuracy", "val_f1_macro", "lr", "secon
 
 def _args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("phase", choices=[*PHASES, GAMMA_SWEEP])
+    parser.add_argument("phase", choices=[*PHASES, GAMMA_SWEEP, PHASE3])
     parser.add_argument("features", help="the feature folder")
     parser.add_argument("model", help="the model folder to write (model.pt, model.json)")
     parser.add_argument("curves", help="the dvclive folder of the per-epoch curves")
     parser.add_argument("--gamma", help="focal γ of a gamma_sweep run, spelt as in params.yaml")
+    parser.add_argument("--seed", type=int, help="the seed of a phase3 run (one of phase3.seeds)")
     parser.add_argument("--state", help="folder for the per-epoch training state: a killed run resumes from it")
     args = parser.parse_args()
     if (args.phase == GAMMA_SWEEP) != (args.gamma is not None):
         parser.error(f"--gamma goes with (and only with) {GAMMA_SWEEP}")
+    if (args.phase == PHASE3) != (args.seed is not None):
+        parser.error(f"--seed goes with (and only with) {PHASE3}")
     return args
 
 
 def _loss(params: dict, phase: str, gamma: str | None) -> dict | None:
-    """The study's baseline (Phase 0) trains with plain cross-entropy; every other run with focal loss."""
+    """The study's baseline (Phase 0) trains with plain cross-entropy, Phases 2A/2B and the sweep with focal loss,
+    Phase 3 with the loss ``phase3.loss`` names and the keys that loss reads."""
     if phase == "baseline":
         return None
+    if phase == PHASE3:
+        p3 = params[PHASE3]
+        keys = {"focal": ("gamma",), "logit_adjusted": ("tau",), "class_weighted": ("power",)}.get(p3["loss"], ())
+        return {"name": p3["loss"], **{k: p3[k] for k in keys}, "label_smoothing": p3["label_smoothing"]}
     return {**params["loss"], "gamma": float(gamma)} if gamma is not None else dict(params["loss"])
 
 
@@ -67,20 +77,26 @@ def main() -> None:
     if processes > 1 and not distributed.launched():
         sys.exit(distributed.relaunch(processes))
     set_threads(train.pop("threads"))
-    config = TrainConfig(**train, seed=params["seed"])
+    config = TrainConfig(**train, seed=params["seed"] if args.seed is None else args.seed)
+    augment = AugmentConfig(**params["augment"]) if args.phase == PHASE3 else None  # phases 0-2: the study's
 
-    run = sweep_run(args.gamma) if args.gamma is not None else args.phase
+    run = args.phase
+    if args.gamma is not None:
+        run = sweep_run(args.gamma)
+    elif args.seed is not None:
+        run = phase3_run(args.seed)
     with distributed.session(resolve_device(config.device)) as world:
         is_main = world.is_main  # rank 0 alone prints, logs curves and writes the model; the others train in step
         if is_main:
             ddp = f", {world.size} processes (DDP)" if world.distributed else ""
-            print(f"train {run}: {model_name}, loss {loss or 'cross_entropy'}{ddp}")
+            augmenting = f", augment {augment}" if augment is not None and augment.enabled else ""
+            print(f"train {run}: {model_name}, loss {loss or 'cross_entropy'}{augmenting}{ddp}")
         curves = Live(dir=args.curves, dvcyaml=None, save_dvc_exp=False, report=None) if is_main else nullcontext()
         with curves as live:
             callbacks = [functools.partial(_log_epoch, live)] if is_main else []
             log = print if is_main else None
             trained = train_model(
-                args.features, model_name, loss, config, callbacks, log, state_dir=args.state, code=[__file__]
+                args.features, model_name, loss, config, callbacks, log, args.state, [__file__], augment
             )
             if is_main:
                 save_model(args.model, trained.network, trained.card)

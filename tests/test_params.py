@@ -56,7 +56,13 @@ def valid_params() -> dict[str, Any]:
         },
         "split": {"val": 0.15, "test": 0.15, "seed": 0},
         "loss": {"gamma": 2.0, "alpha": 0.25, "beta": 0.999, "label_smoothing": 0.0},
-        "models": {"baseline": "AudioCNN", "phase2a": "AudioCNN", "phase2b": "AudioCNNv2", "gamma_sweep": "AudioCNN"},
+        "models": {
+            "baseline": "AudioCNN",
+            "phase2a": "AudioCNN",
+            "phase2b": "AudioCNNv2",
+            "gamma_sweep": "AudioCNN",
+            "phase3": "AudioCNN",
+        },
         "train": {
             "epochs": 50,
             "batch_size": 32,
@@ -70,6 +76,23 @@ def valid_params() -> dict[str, Any]:
             "precision": "auto",
         },
         "gamma_sweep": {"gammas": [1.0, 2.0, 3.0]},
+        "phase3": {
+            "features": {"front_end": "logmel", "n_mels": 64},
+            "loss": "logit_adjusted",
+            "gamma": 2.0,
+            "tau": 1.0,
+            "power": 1.0,
+            "label_smoothing": 0.0,
+            "seeds": [0, 1, 2],
+        },
+        "augment": {
+            "freq_mask": 8,
+            "time_mask": 50,
+            "masks": 2,
+            "time_shift": 100,
+            "mixup_alpha": 0.0,
+            "mixup_prob": 1.0,
+        },
         "evaluate": {"rare_threshold": 5},
         "report": {
             "phase2a_min_accuracy": 0.40,
@@ -112,7 +135,8 @@ def _error(params: Any) -> str:
 def _keys(schema: dict[str, Any], prefix: str = "") -> set[str]:
     out = set()
     for k, v in schema.items():
-        out |= _keys(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}"}
+        nested = isinstance(v, dict) and f"{prefix}{k}" != "phase3.features"  # a mapping value, not a section
+        out |= _keys(v, f"{prefix}{k}.") if nested else {f"{prefix}{k}"}
     return out
 
 
@@ -140,6 +164,10 @@ def test_valid_passes_unchanged() -> None:
         ("features.f_max", 7999.5),
         ("features.front_end", "logmel"),
         ("features.front_end", "pcen"),
+        ("phase3.features", {}),
+        ("phase3.loss", "balanced_softmax"),
+        ("phase3.seeds", [7]),
+        ("augment.mixup_alpha", 0.4),
         ("train.device", "cpu"),
         ("train.lr", 1),  # an int where a number is expected
         ("gamma_sweep.gammas", [0, 0.5, 5]),
@@ -210,6 +238,13 @@ def test_unknown_top_level_key() -> None:
         ("features.train_hop_seconds", 0),
         ("features.front_end", "mel"),
         ("features.pcen_time_constant", 0),
+        ("phase3.loss", "focall"),
+        ("phase3.seeds", []),
+        ("phase3.seeds", [1, 1]),
+        ("phase3.seeds", [1.5]),
+        ("augment.masks", 0),
+        ("augment.mixup_prob", 1.5),
+        ("augment.time_shift", -1),
         ("split.val", 0),
         ("split.test", 1.0),
         ("evaluate.rare_threshold", 0),
@@ -345,3 +380,16 @@ def test_n_mfcc_above_n_mels_names_the_rule() -> None:
     assert _error(params) == (
         "features.n_mfcc: got 64; must be <= features.n_mels (40): the MFCCs are a cosine transform of the mel bands"
     )
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"n_mels": 0}, "phase3.features.n_mels: got 0; allowed: an integer >= 1 and <= 512"),
+        ({"n_mel": 64}, "phase3.features.n_mel: unknown key; allowed in phase3.features: clip_seconds, "),
+        ({"n_mels": 16}, "phase3.features.n_mfcc: got 20; must be <= phase3.features.n_mels (16): "),
+    ],
+)
+def test_a_bad_phase3_feature_override_names_its_key(override: dict[str, Any], message: str) -> None:
+    params = _with("phase3.features", override)
+    assert _error(params).startswith(message)

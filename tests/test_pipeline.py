@@ -29,13 +29,22 @@ METRIC_KEYS = {
     "window",
     "recording",
 }
-RUNS = ["baseline", "phase2a", "phase2b", "gamma_sweep/gamma_1.0", "gamma_sweep/gamma_2.0", "gamma_sweep/gamma_3.0"]
+RUNS = [
+    "baseline",
+    "phase2a",
+    "phase2b",
+    "gamma_sweep/gamma_1.0",
+    "gamma_sweep/gamma_2.0",
+    "gamma_sweep/gamma_3.0",
+    "phase3/seed_42",
+]
 
 
 def tiny_params(params: dict) -> dict:
     params["synthetic"].update(n_species=5, imbalance=3.0, clip_seconds=1.0)
     params["features"].update(clip_seconds=1.0, train_hop_seconds=1.0)
     params["train"].update(epochs=2, warmup_epochs=1, patience=2)
+    params["augment"].update(freq_mask=4, time_mask=10, time_shift=10, mixup_alpha=0.4)  # wired end to end
     return params
 
 
@@ -65,9 +74,15 @@ def test_repro_writes_every_metric_plot_and_report(repo: Path) -> None:
     summary = json.loads((repo / "metrics/summary.json").read_text())
     assert set(summary["models"]) == set(RUNS)
     assert [s["gamma"] for s in summary["gamma_sweep"]] == [1.0, 2.0, 3.0]
+    assert summary["phase3"]["seeds"] == [42] and summary["phase3"]["window"]["f1_macro"]["std"] == 0.0
+    phase3 = json.loads((repo / "models/phase3/seed_42/model.json").read_text())
+    assert phase3["features"]["front_end"] == "logmel" and phase3["loss"]["name"] == "logit_adjusted"
+    assert phase3["augment"]["time_mask"] > 0 and phase3["train"]["seed"] == 42
+    baseline = json.loads((repo / "models/baseline/model.json").read_text())
+    assert baseline["features"]["front_end"] == "mfcc" and "augment" not in baseline  # the study's, untouched
     assert {"phase2a", "phase2b", "stretch"} <= set(summary["verdict"])
     report = (repo / "reports/results.md").read_text()
-    for heading in ("All models", "γ sensitivity", "rarest species", "Go / no-go"):
+    for heading in ("All models", "γ sensitivity", "Phase 3 over 1 seed", "rarest species", "Go / no-go"):
         assert heading in report
     assert "Data and pipelines are up to date" in sh(repo, "dvc", "status").stdout
     plots = sh(repo, "dvc", "plots", "show", "-o", "plots_html")
@@ -92,6 +107,16 @@ def test_exp_run_gamma_reruns_exactly_the_dependent_stages(repo: Path) -> None:
     assert "loss.gamma" in sh(repo, "dvc", "params", "diff", "baseline").stdout
     shown = sh(repo, "dvc", "exp", "show", "--json").stdout
     assert '"loss"' in shown and "phase2a.json" in shown
+
+
+@pytest.mark.parametrize(
+    ("override", "featurized"),
+    [("phase3.features.front_end=pcen", True), ("phase3.loss=balanced_softmax", False), ("augment.masks=1", False)],
+)
+def test_a_phase3_param_reruns_phase3_alone(repo: Path, override: str, featurized: bool) -> None:
+    ran = ran_stages(sh(repo, "dvc", "exp", "run", "-S", override).stdout)
+    phase3 = {"train_phase3@42", "evaluate@phase3"} | ({"featurize_phase3"} if featurized else set())
+    assert phase3 <= ran <= phase3 | {"report"}  # the report re-runs only if phase 3's scores changed
 
 
 def test_mistyped_param_is_rejected_by_name(repo: Path) -> None:

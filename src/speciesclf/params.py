@@ -54,6 +54,11 @@ def _gammas(v: list[Any]) -> bool:
     return len(v) > 0 and all(isinstance(g, int | float) and not isinstance(g, bool) and 0 <= g < 100 for g in v)
 
 
+def _seeds(v: list[Any]) -> bool:
+    ints = [s for s in v if isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32]
+    return len(v) > 0 and len(ints) == len(v) and len(set(v)) == len(v)
+
+
 # a model's name is checked against the registry by the stage that builds it (speciesclf.models.cnn), so that
 # validating params needs no torch and no stage depends on the models' code through this module
 _MODEL = Rule((str,), lambda v: bool(v.strip()), "a model name (see speciesclf.models.cnn.MODELS)")
@@ -115,7 +120,7 @@ SCHEMA: dict[str, Any] = {
         "beta": _num(0, 1, hi_open=True),
         "label_smoothing": _num(0, 1, hi_open=True),
     },
-    "models": {"baseline": _MODEL, "phase2a": _MODEL, "phase2b": _MODEL, "gamma_sweep": _MODEL},
+    "models": {"baseline": _MODEL, "phase2a": _MODEL, "phase2b": _MODEL, "gamma_sweep": _MODEL, "phase3": _MODEL},
     "train": {
         "epochs": _int(1, 10000),
         "batch_size": _int(1, 65536),
@@ -129,6 +134,23 @@ SCHEMA: dict[str, Any] = {
         "processes": _int(1, 1024),
     },
     "gamma_sweep": {"gammas": Rule((list,), _gammas, "a non-empty list of numbers in [0, 100)")},
+    "phase3": {
+        "features": Rule((dict,), allowed="a mapping of `features` keys to the values phase 3 uses instead"),
+        "loss": _choice("cross_entropy", "focal", "class_weighted", "logit_adjusted", "balanced_softmax"),
+        "gamma": _num(0, 100),
+        "tau": _num(0, 10),
+        "power": _num(0, 4),
+        "label_smoothing": _num(0, 1, hi_open=True),
+        "seeds": Rule((list,), _seeds, "a non-empty list of distinct integers from 0 to 2**32 - 1"),
+    },
+    "augment": {
+        "freq_mask": _int(0, 512),
+        "time_mask": _int(0, 100000),
+        "masks": _int(1, 16),
+        "time_shift": _int(0, 100000),
+        "mixup_alpha": _num(0, 100),
+        "mixup_prob": _num(0, 1),
+    },
     "evaluate": {"rare_threshold": _int(1)},
     "report": {
         "phase2a_min_accuracy": _num(0, 1),
@@ -167,23 +189,30 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
     _walk(params, SCHEMA, "")
     if params["split"]["val"] + params["split"]["test"] >= 1:
         raise ParamsError("split.val + split.test: must leave a training share (sum < 1)")
-    feats = params["features"]
+    _check_features(params["features"], "features")
+    phase3 = {**params["features"], **params["phase3"]["features"]}
+    _walk(phase3, SCHEMA["features"], "phase3.features.")  # also refuses a key `features` does not have
+    _check_features(phase3, "phase3.features")
+    if params["data"]["source"] == "csv" and not params["data"]["csv"]:
+        raise ParamsError("data.csv: required when data.source is 'csv' (the CSV's name inside data.path)")
+    return params
+
+
+def _check_features(feats: dict[str, Any], section: str) -> None:
+    """The rules between ``features`` keys (``section`` names where the values came from)."""
     if feats["train_hop_seconds"] > feats["clip_seconds"]:
-        raise ParamsError("features.train_hop_seconds: must be <= features.clip_seconds (a larger hop skips audio)")
+        raise ParamsError(f"{section}.train_hop_seconds: must be <= {section}.clip_seconds (a larger hop skips audio)")
     if feats["n_mfcc"] > feats["n_mels"]:
         raise ParamsError(
-            f"features.n_mfcc: got {feats['n_mfcc']}; must be <= features.n_mels ({feats['n_mels']}): "
+            f"{section}.n_mfcc: got {feats['n_mfcc']}; must be <= {section}.n_mels ({feats['n_mels']}): "
             "the MFCCs are a cosine transform of the mel bands"
         )
     clip_samples = round(feats["clip_seconds"] * feats["sample_rate"])
     if feats["n_fft"] // 2 >= clip_samples:
         raise ParamsError(
-            f"features.n_fft: got {feats['n_fft']}; must be under twice the clip's {clip_samples} samples "
-            "(features.clip_seconds x features.sample_rate): the clip is padded by n_fft/2 on each side"
+            f"{section}.n_fft: got {feats['n_fft']}; must be under twice the clip's {clip_samples} samples "
+            f"({section}.clip_seconds x {section}.sample_rate): the clip is padded by n_fft/2 on each side"
         )
-    if params["data"]["source"] == "csv" and not params["data"]["csv"]:
-        raise ParamsError("data.csv: required when data.source is 'csv' (the CSV's name inside data.path)")
-    return params
 
 
 def load_params(path: str | os.PathLike[str] = "params.yaml") -> dict[str, Any]:

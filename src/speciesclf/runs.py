@@ -1,16 +1,18 @@
 """The study's runs and their names.
 
-A run is a phase of the study (``baseline``, ``phase2a``, ``phase2b``) or one γ of the sweep
-(``gamma_sweep/gamma_1.0``). A run's name is its sub-path under each output folder that ``dvc.yaml`` passes to the
-stages (``models/``, ``metrics/train/``, ``metrics/eval/``, ``metrics/``).
+A run is a phase of the study (``baseline``, ``phase2a``, ``phase2b``), one γ of the sweep
+(``gamma_sweep/gamma_1.0``) or one seed of Phase 3 (``phase3/seed_42``). A run's name is its sub-path under each
+output folder that ``dvc.yaml`` passes to the stages (``models/``, ``metrics/train/``, ``metrics/eval/``,
+``metrics/``).
 """
 
 from __future__ import annotations
 
-__all__ = ["GAMMA_SWEEP", "PHASES", "sweep_run", "sweep_runs"]
+__all__ = ["GAMMA_SWEEP", "PHASE3", "PHASES", "phase3_run", "phase3_runs", "sweep_run", "sweep_runs"]
 
 PHASES = ("baseline", "phase2a", "phase2b")
 GAMMA_SWEEP = "gamma_sweep"  # the stage, its params section and its runs' parent folder
+PHASE3 = "phase3"  # the study's named next step: its params section and its runs' parent folder
 
 
 def sweep_run(gamma: float | str) -> str:
@@ -21,3 +23,12 @@ def sweep_run(gamma: float | str) -> str:
 def sweep_runs(gammas: list[float]) -> list[str]:
     """Run names of the sweep, from ``gamma_sweep.gammas`` as loaded from params.yaml."""
     return [sweep_run(g) for g in gammas]
+
+
+def phase3_run(seed: int | str) -> str:
+    """``42`` → ``phase3/seed_42``: one model of Phase 3's recipe, as DVC's ``matrix`` over ``phase3.seeds``."""
+    return f"{PHASE3}/seed_{seed}"
+
+
+def phase3_runs(seeds: list[int]) -> list[str]:
+    return [phase3_run(s) for s in seeds]

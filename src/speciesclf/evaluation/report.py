@@ -1,16 +1,18 @@
-"""The study's report: all models against the baseline, the γ-sensitivity table, the rarest species, and the
-go/no-go verdict against the targets in ``params.report``."""
+"""The study's report: all models against the baseline, the γ-sensitivity table, Phase 3 over its seeds, the rarest
+species, and the go/no-go verdict against the targets in ``params.report``."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from speciesclf.evaluation.metrics import HEADLINE
 from speciesclf.files import write_text
-from speciesclf.runs import PHASES, sweep_run
+from speciesclf.runs import PHASE3, PHASES, phase3_run, sweep_run
 
 __all__ = ["build_summary", "render_markdown"]
 
@@ -49,8 +51,9 @@ def build_summary(
     gammas: list[float],
     targets: dict[str, float],
     n_rarest: int = 10,
+    seeds: Sequence[int] = (),
 ) -> dict[str, Any]:
-    """``metrics``: run → metrics/<run>.json; ``per_class``: run → its per-species table."""
+    """``metrics``: run → metrics/<run>.json; ``per_class``: run → its per-species table; ``seeds``: Phase 3's."""
     base = metrics["baseline"]
     deltas = {run: {k: _delta(m.get(k), base.get(k)) for k in HEADLINE} for run, m in metrics.items()}
     sweep = [
@@ -69,10 +72,34 @@ def build_summary(
         "models": metrics,
         "delta_vs_baseline": deltas,
         "gamma_sweep": sweep,
+        PHASE3: _over_seeds(metrics, seeds),
         "rarest_species": species[:n_rarest],
         "per_species_f1": species,  # every species, rarest first
         "verdict": _verdict(metrics, targets),
     }
+
+
+_SEED_METRICS = ("accuracy", "f1_macro", "f1_rare")
+
+
+def _over_seeds(metrics: dict[str, dict[str, Any]], seeds: Sequence[int]) -> dict[str, Any]:
+    """Phase 3's recipe over its seeds: mean, sample standard deviation (0 for one seed), min and max of each
+    headline score at window and recording level; a single test set gives one run's luck, several its spread."""
+    trained = [s for s in seeds if phase3_run(s) in metrics]
+    runs = [metrics[phase3_run(s)] for s in trained]
+
+    def spread(scores: list[float | None]) -> dict[str, float] | None:
+        values = [v for v in scores if v is not None]  # no rare species in the test split: no rare F1
+        if not values:
+            return None
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return {"mean": statistics.fmean(values), "std": sd, "min": min(values), "max": max(values)}
+
+    out: dict[str, Any] = {"seeds": trained}
+    if runs:
+        out["window"] = {k: spread([r.get(k) for r in runs]) for k in _SEED_METRICS}
+        out["recording"] = {k: spread([r["recording"].get(k) for r in runs]) for k in _SEED_METRICS}
+    return out
 
 
 def _fmt(v: Any, signed: bool = False) -> str:
@@ -84,7 +111,10 @@ def _fmt(v: Any, signed: bool = False) -> str:
 
 
 def _run_order(run: str) -> tuple[int, str]:
-    return (PHASES.index(run), "") if run in PHASES else (len(PHASES), run)
+    """The study's phases in order, then the γ sweep, then Phase 3's seeds."""
+    if run in PHASES:
+        return (PHASES.index(run), "")
+    return (len(PHASES) + run.startswith(PHASE3 + "/"), run)
 
 
 def render_markdown(
@@ -99,6 +129,7 @@ def render_markdown(
     out += _models_table(models, summary["delta_vs_baseline"])
     out += _recording_table(models)
     out += _gamma_table(summary["gamma_sweep"])
+    out += _seeds_table(summary.get(PHASE3, {}))
     out += _species_table(summary["per_species_f1"] if all_species else summary["rarest_species"], all_species)
     out += _verdict_lines(summary["verdict"])
     return "\n".join(out) + "\n"
@@ -148,6 +179,24 @@ def _gamma_table(sweep: list[dict[str, Any]]) -> list[str]:
     return out + [
         f"| {s['gamma']} | {_fmt(s['accuracy'])} | {_fmt(s['f1_macro'])} | {_fmt(s['f1_rare'])} |" for s in sweep
     ]
+
+
+def _seeds_table(phase3: dict[str, Any]) -> list[str]:
+    if "window" not in phase3:
+        return []
+    n = len(phase3["seeds"])
+    out = ["", f"## Phase 3 over {n} seed{'s' * (n > 1)} (test split; mean ± standard deviation, min–max)", ""]
+    out += ["| level | accuracy | macro-F1 | rare F1 |", "|---|---|---|---|"]
+    for level in ("window", "recording"):
+        cells = [phase3[level][k] for k in _SEED_METRICS]
+        out.append(
+            f"| {level} | "
+            + " | ".join(
+                "–" if c is None else f"{c['mean']:.3f} ± {c['std']:.3f} ({c['min']:.3f}–{c['max']:.3f})" for c in cells
+            )
+            + " |"
+        )
+    return out
 
 
 def _species_table(rows: list[dict[str, Any]], all_species: bool) -> list[str]:

@@ -16,6 +16,7 @@ from speciesclf.files import read_json
 from speciesclf.models.cnn import build_model
 from speciesclf.models.losses import BalancedSoftmaxLoss, ClassWeightedCrossEntropy, FocalLoss, LogitAdjustedLoss
 from speciesclf.training import distributed
+from speciesclf.training.augment import AugmentConfig
 from speciesclf.training.checkpoint import TrainingState, code_files, fingerprint
 from speciesclf.training.trainer import EpochStats, TrainConfig, Trainer
 
@@ -73,12 +74,14 @@ def train_model(
     log: Callable[[str], None] | None = print,
     state_dir: str | os.PathLike[str] | None = None,
     code: Sequence[str | os.PathLike[str]] = (),
+    augment: AugmentConfig | None = None,
 ) -> TrainedRun:
     """Train ``model_name`` on the training split, early-stopped on the validation split.
 
     With ``state_dir`` the run saves its state there after each epoch and resumes from it (see
     :mod:`speciesclf.training.checkpoint`); ``code`` names source files beyond this package (the stage script)
-    whose change must invalidate it. Under DDP (:mod:`speciesclf.training.distributed`) every rank calls this and
+    whose change must invalidate it. ``augment`` transforms each training batch (none by default; a run with it
+    records it in its card). Under DDP (:mod:`speciesclf.training.distributed`) every rank calls this and
     trains in step.
     """
     features_dir = Path(features_dir)
@@ -87,10 +90,12 @@ def train_model(
     x_val, y_val, _ = load_split(features_dir, "val")
     torch.manual_seed(config.seed)  # weight initialisation
     network = build_model(model_name, n_classes=len(labels["species"]))
-    trainer = Trainer(network, build_loss(loss, labels["train_counts"]), config, callbacks=callbacks, log=log)
+    loss_fn = build_loss(loss, labels["train_counts"])
+    trainer = Trainer(network, loss_fn, config, callbacks=callbacks, log=log, augment=augment)
+    augmented = {"augment": asdict(augment)} if augment is not None and augment.enabled else {}
     state = None
     if state_dir is not None:
-        run = {"model": model_name, "loss": loss, "train": asdict(config), "device": str(trainer.device)}
+        run = {"model": model_name, "loss": loss, "train": asdict(config), "device": str(trainer.device), **augmented}
         state = TrainingState(state_dir, _fingerprint(run, features_dir, code), log=log)
     result = trainer.fit(x_train, y_train, x_val, y_val, state=state)
     card = {
@@ -101,6 +106,7 @@ def train_model(
         "norm": read_json(features_dir / "norm.json"),
         "loss": loss if loss is not None else {"name": "cross_entropy"},
         "train": asdict(config),
+        **augmented,  # absent when off: the study's runs keep the cards they had
         "precision": result.precision,
         "world_size": result.world_size,  # training processes (DDP); the effective batch is batch_size times this
         "best_epoch": result.best_epoch,

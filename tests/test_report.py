@@ -1,0 +1,50 @@
+"""The report's Phase 3 summary over seeds: mean, spread and range of each headline score, computed here by hand."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from speciesclf.evaluation.report import build_summary, render_markdown
+
+TARGETS = {
+    "phase2a_min_accuracy": 0.4,
+    "phase2a_min_f1_macro": 0.15,
+    "phase2b_min_f1_macro": 0.2,
+    "stretch_min_accuracy": 0.5,
+    "stretch_min_f1_macro": 0.25,
+}
+
+
+def _run(acc: float, f1: float, rare: float | None) -> dict:
+    scores = {"accuracy": acc, "f1_macro": f1, "f1_rare": rare}
+    others = {"f1_common": f1, "f1_weighted": f1, "balanced_accuracy": acc, "top5_accuracy": 1.0}
+    recording = {k: v if v is None else v + 0.1 for k, v in scores.items()}
+    return {**scores, **others, "recording": {**recording, "n_recordings": 10}}
+
+
+def _summary(seeds: list[int], runs: list[dict]) -> dict:
+    metrics = {"baseline": _run(0.3, 0.1, 0.0)} | {f"phase3/seed_{s}": r for s, r in zip(seeds, runs, strict=True)}
+    per_class = {"baseline": [{"species": "a", "train_count": 3, "support": 1, "f1": 0.0}]}
+    return build_summary(metrics, per_class, [], TARGETS, seeds=seeds)
+
+
+def test_phase3_over_three_seeds_is_mean_sample_sd_and_range() -> None:
+    summary = _summary([1, 2, 3], [_run(0.5, 0.40, 0.2), _run(0.6, 0.45, None), _run(0.7, 0.35, 0.4)])
+    window = summary["phase3"]["window"]
+    assert window["accuracy"]["mean"] == pytest.approx(0.6)
+    assert window["accuracy"]["std"] == pytest.approx(statistics.stdev([0.5, 0.6, 0.7]))
+    assert (window["f1_macro"]["min"], window["f1_macro"]["max"]) == (0.35, 0.45)
+    assert window["f1_rare"]["mean"] == pytest.approx(0.3)  # a seed without rare species does not count as 0
+    assert summary["phase3"]["recording"]["accuracy"]["mean"] == pytest.approx(0.7)
+    report = render_markdown(summary)
+    assert "## Phase 3 over 3 seeds" in report
+    assert "| window | 0.600 ± 0.100 (0.500–0.700) | 0.400 ± 0.050 (0.350–0.450) |" in report
+
+
+def test_one_seed_has_no_spread_and_no_seed_no_table() -> None:
+    one = _summary([7], [_run(0.5, 0.4, 0.2)])
+    assert one["phase3"]["window"]["f1_macro"] == {"mean": 0.4, "std": 0.0, "min": 0.4, "max": 0.4}
+    assert "## Phase 3 over 1 seed (" in render_markdown(one)
+    assert "Phase 3" not in render_markdown(_summary([], []))
