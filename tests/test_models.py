@@ -68,7 +68,7 @@ def test_too_few_frames(cls: type) -> None:
 @pytest.mark.parametrize("shape", [(20, 64), (2, 1, 20, 64), (64,)])
 def test_wrong_ndim(shape: tuple[int, ...]) -> None:
     model = AudioCNN(3).eval()
-    with pytest.raises(ValueError, match=r"\(batch, n_mfcc, frames\)"):
+    with pytest.raises(ValueError, match=r"\(batch, bands, frames\)"):
         model(torch.zeros(shape))
 
 
