@@ -12,7 +12,7 @@ from speciesclf.cli import run_stage
 from speciesclf.features.mfcc import FeatureConfig
 from speciesclf.features.store import featurize
 from speciesclf.files import atomic_dir
-from speciesclf.params import load_params
+from speciesclf.params import load_params, phase3_features
 
 
 def main() -> None:
@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--phase3", action="store_true", help="phase 3's feature store: phase3.features applied")
     args = parser.parse_args()
     params = load_params()
-    config = FeatureConfig(**{**params["features"], **(params["phase3"]["features"] if args.phase3 else {})})
+    config = FeatureConfig(**(phase3_features(params) if args.phase3 else params["features"]))
     with atomic_dir(args.out) as out:
         counts = featurize(Path(args.prepared) / "manifest.csv", out, config)
     print("featurize: windows per split " + ", ".join(f"{k} {v}" for k, v in counts.items()))

@@ -11,7 +11,7 @@ from speciesclf.cli import run_stage
 from speciesclf.evaluation.report import build_summary, render_markdown
 from speciesclf.files import read_json, write_json, write_text
 from speciesclf.params import load_params
-from speciesclf.runs import GAMMA_SWEEP, PHASE3, PHASES, phase3_runs, sweep_runs
+from speciesclf.runs import ENSEMBLE, GAMMA_SWEEP, PHASE3, PHASES, phase3_runs, sweep_runs
 
 
 def main() -> None:
@@ -23,9 +23,10 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params()
     gammas, seeds = params[GAMMA_SWEEP]["gammas"], params[PHASE3]["seeds"]
-    runs = [*PHASES, *sweep_runs(gammas), *phase3_runs(seeds)]
+    runs = [*PHASES, *sweep_runs(gammas), *phase3_runs(seeds), ENSEMBLE]
     metrics = {run: read_json(Path(args.metrics) / f"{run}.json") for run in runs}
-    per_class = {run: read_json(Path(args.scores) / run / "per_class.json") for run in [*PHASES, *phase3_runs(seeds)]}
+    with_species = [*PHASES, *phase3_runs(seeds), ENSEMBLE]
+    per_class = {run: read_json(Path(args.scores) / run / "per_class.json") for run in with_species}
     summary = build_summary(metrics, per_class, gammas, params["report"], seeds=seeds)
     write_json(args.summary, summary)
     write_text(args.markdown, render_markdown(summary))

@@ -23,6 +23,7 @@ from contextlib import nullcontext
 
 from dvclive import Live
 
+from speciesclf.choices import LOSSES
 from speciesclf.cli import run_stage
 from speciesclf.models.cnn import MODELS
 from speciesclf.models.saved import save_model
@@ -60,8 +61,7 @@ def _loss(params: dict, phase: str, gamma: str | None) -> dict | None:
         return None
     if phase == PHASE3:
         p3 = params[PHASE3]
-        keys = {"focal": ("gamma",), "logit_adjusted": ("tau",), "class_weighted": ("power",)}.get(p3["loss"], ())
-        return {"name": p3["loss"], **{k: p3[k] for k in keys}, "label_smoothing": p3["label_smoothing"]}
+        return {"name": p3["loss"], **{k: p3[k] for k in LOSSES[p3["loss"]]}, "label_smoothing": p3["label_smoothing"]}
     return {**params["loss"], "gamma": float(gamma)} if gamma is not None else dict(params["loss"])
 
 

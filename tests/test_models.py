@@ -7,10 +7,10 @@ import copy
 import pytest
 import torch
 
-from speciesclf.models.cnn import MODELS, AudioCNN, AudioCNNv2, build_model, count_parameters
+from speciesclf.models.cnn import MODELS, AudioCNN, AudioCNNv2, AudioCNNv3, build_model, count_parameters
 
 
-@pytest.mark.parametrize("cls", [AudioCNN, AudioCNNv2])
+@pytest.mark.parametrize("cls", [AudioCNN, AudioCNNv2, AudioCNNv3])
 @pytest.mark.parametrize("frames", [32, 500, 501])
 def test_output_shape(cls: type, frames: int) -> None:
     torch.manual_seed(0)
@@ -29,6 +29,8 @@ def test_parameter_counts() -> None:
     assert 0.40e6 <= v1 <= 0.55e6
     # the head is the only part that depends on the number of classes
     assert count_parameters(AudioCNN(90)) - v1 == 256 + 1
+    v3 = count_parameters(AudioCNNv3(89))
+    assert 1.7e6 <= v3 <= 2.1e6 and v3 - v1 > 256 * 512 * 9  # AudioCNN's blocks and a fifth of 512 channels
 
 
 def test_count_parameters_skips_frozen() -> None:
@@ -58,7 +60,7 @@ def test_too_few_classes() -> None:
         AudioCNN(1)
 
 
-@pytest.mark.parametrize("cls", [AudioCNN, AudioCNNv2])
+@pytest.mark.parametrize("cls", [AudioCNN, AudioCNNv2, AudioCNNv3])
 def test_too_few_frames(cls: type) -> None:
     model = cls(3).eval()
     with pytest.raises(ValueError, match="32 frames"):
@@ -72,7 +74,7 @@ def test_wrong_ndim(shape: tuple[int, ...]) -> None:
         model(torch.zeros(shape))
 
 
-@pytest.mark.parametrize("cls", [AudioCNN, AudioCNNv2])
+@pytest.mark.parametrize("cls", [AudioCNN, AudioCNNv2, AudioCNNv3])
 def test_eval_mode_is_deterministic(cls: type) -> None:
     torch.manual_seed(0)
     model = cls(5).eval()
@@ -102,7 +104,7 @@ def _relu_before_pool(model: torch.nn.Module) -> torch.nn.Module:
     return ref
 
 
-@pytest.mark.parametrize("cls", [AudioCNN, AudioCNNv2])
+@pytest.mark.parametrize("cls", [AudioCNN, AudioCNNv2, AudioCNNv3])
 @pytest.mark.parametrize("bf16", [False, True])
 def test_pool_before_relu_is_bit_identical(cls: type, bf16: bool) -> None:
     """Pooling before the ReLU changes no bit of the logits, the loss's gradients or the batch-norm statistics."""

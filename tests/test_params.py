@@ -93,7 +93,8 @@ def valid_params() -> dict[str, Any]:
             "mixup_alpha": 0.0,
             "mixup_prob": 1.0,
         },
-        "evaluate": {"rare_threshold": 5},
+        "ensemble": {"runs": ["phase2b", "phase3"]},
+        "evaluate": {"rare_threshold": 5, "posthoc_tau": 0.0},
         "report": {
             "phase2a_min_accuracy": 0.40,
             "phase2a_min_f1_macro": 0.15,
@@ -248,12 +249,27 @@ def test_unknown_top_level_key() -> None:
         ("split.val", 0),
         ("split.test", 1.0),
         ("evaluate.rare_threshold", 0),
+        ("evaluate.posthoc_tau", -1.0),
         ("report.phase2a_min_accuracy", 1.2),
     ],
 )
 def test_out_of_range(dotted: str, value: Any) -> None:
     message = _error(_with(dotted, value))
     assert message.startswith(f"{dotted}: got {value!r}; allowed: ")
+
+
+@pytest.mark.parametrize("runs", [[], ["phase4"], ["phase2b", "phase2b"], ["phase3/seed_0"], "phase2b", None])
+def test_bad_ensemble_runs(runs: Any) -> None:
+    message = _error(_with("ensemble.runs", runs))
+    assert message.startswith(f"ensemble.runs: got {runs!r}; allowed: a list of distinct run groups from baseline, ")
+
+
+def test_an_ensemble_needs_two_runs() -> None:
+    params = _with("ensemble.runs", ["phase3"])
+    params["phase3"]["seeds"] = [7]
+    assert _error(params) == "ensemble.runs: ['phase3/seed_7'] is one run; an ensemble averages at least 2"
+    params["phase3"]["seeds"] = [7, 8]  # every seed of phase 3: a seed ensemble
+    validate(params)
 
 
 @pytest.mark.parametrize("gammas", [[], [-1.0], [1.0, 100.0], [1.0, "2"], [True], 2.0, None])

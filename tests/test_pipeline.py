@@ -71,8 +71,12 @@ def test_repro_writes_every_metric_plot_and_report(repo: Path) -> None:
         confusion = json.loads((repo / f"metrics/eval/{run}/confusion.json").read_text())
         assert len(confusion) == metrics["n_test"] and {"actual", "predicted"} == set(confusion[0])
         assert (repo / f"metrics/train/{run}/plots/metrics/val_f1_macro.tsv").exists()
+    ensemble = json.loads((repo / "metrics/ensemble.json").read_text())
+    assert ensemble["members"] == ["phase2b", "phase3/seed_42"]
+    assert ensemble["n_test"] == metrics["n_test"] and {"accuracy", "f1_macro"} <= set(ensemble["recording"])
+    assert (repo / "metrics/eval/ensemble/per_class.json").exists()
     summary = json.loads((repo / "metrics/summary.json").read_text())
-    assert set(summary["models"]) == set(RUNS)
+    assert set(summary["models"]) == {*RUNS, "ensemble"}
     assert [s["gamma"] for s in summary["gamma_sweep"]] == [1.0, 2.0, 3.0]
     assert summary["phase3"]["seeds"] == [42] and summary["phase3"]["window"]["f1_macro"]["std"] == 0.0
     phase3 = json.loads((repo / "models/phase3/seed_42/model.json").read_text())
@@ -82,7 +86,7 @@ def test_repro_writes_every_metric_plot_and_report(repo: Path) -> None:
     assert baseline["features"]["front_end"] == "mfcc" and "augment" not in baseline  # the study's, untouched
     assert {"phase2a", "phase2b", "stretch"} <= set(summary["verdict"])
     report = (repo / "reports/results.md").read_text()
-    for heading in ("All models", "γ sensitivity", "Phase 3 over 1 seed", "rarest species", "Go / no-go"):
+    for heading in ("All models", "γ sensitivity", "Phase 3 over 1 seed", "Ensemble", "rarest species", "Go / no-go"):
         assert heading in report
     assert "Data and pipelines are up to date" in sh(repo, "dvc", "status").stdout
     plots = sh(repo, "dvc", "plots", "show", "-o", "plots_html")
@@ -97,7 +101,8 @@ def test_exp_run_gamma_reruns_exactly_the_dependent_stages(repo: Path) -> None:
     before = _lock(repo)
     r = sh(repo, "dvc", "exp", "run", "-S", "loss.gamma=1.0")
     ran = ran_stages(r.stdout)
-    assert ran == {"train_phase2a", "train_phase2b", "evaluate@phase2a", "evaluate@phase2b", "report"}
+    phase2 = {"train_phase2a", "train_phase2b", "evaluate@phase2a", "evaluate@phase2b"}
+    assert ran == phase2 | {"ensemble", "report"}  # phase2b is a member of the ensemble
     after = _lock(repo)
     changed = {name for name in before if before[name] != after[name]}
     assert changed <= ran and {"train_phase2a", "train_phase2b"} <= changed
@@ -115,7 +120,7 @@ def test_exp_run_gamma_reruns_exactly_the_dependent_stages(repo: Path) -> None:
 )
 def test_a_phase3_param_reruns_phase3_alone(repo: Path, override: str, featurized: bool) -> None:
     ran = ran_stages(sh(repo, "dvc", "exp", "run", "-S", override).stdout)
-    phase3 = {"train_phase3@42", "evaluate@phase3"} | ({"featurize_phase3"} if featurized else set())
+    phase3 = {"train_phase3@42", "evaluate@phase3", "ensemble"} | ({"featurize_phase3"} if featurized else set())
     assert phase3 <= ran <= phase3 | {"report"}  # the report re-runs only if phase 3's scores changed
 
 

@@ -1,4 +1,5 @@
-"""The report's Phase 3 summary over seeds: mean, spread and range of each headline score, computed here by hand."""
+"""The report's Phase 3 summary over seeds (mean, spread and range of each headline score, computed here by hand) and
+its ensemble row."""
 
 from __future__ import annotations
 
@@ -48,3 +49,18 @@ def test_one_seed_has_no_spread_and_no_seed_no_table() -> None:
     assert one["phase3"]["window"]["f1_macro"] == {"mean": 0.4, "std": 0.0, "min": 0.4, "max": 0.4}
     assert "## Phase 3 over 1 seed (" in render_markdown(one)
     assert "Phase 3" not in render_markdown(_summary([], []))
+
+
+def test_the_ensemble_is_a_row_after_phase3_with_its_members_named() -> None:
+    ensemble = _run(0.8, 0.6, 0.5) | {"members": ["phase2b", "phase3/seed_7"]}
+    metrics = {"baseline": _run(0.3, 0.1, 0.0), "ensemble": ensemble, "phase3/seed_7": _run(0.5, 0.4, 0.2)}
+    per_class = {"baseline": [{"species": "a", "train_count": 3, "support": 1, "f1": 0.0}]}
+    summary = build_summary(metrics, per_class, [], TARGETS, seeds=[7])
+    assert summary["delta_vs_baseline"]["ensemble"]["f1_macro"] == pytest.approx(0.5)
+    assert summary["verdict"]["best_run"] == "ensemble"
+    report = render_markdown(summary)
+    rows = [line.split(" | ")[0] for line in report.splitlines() if line.startswith("| ")]
+    assert rows[:4] == ["| run", "| baseline", "| phase3/seed_7", "| ensemble"]
+    assert "averages the window probabilities of phase2b, phase3/seed_7" in report
+    assert "recording accuracy 0.900, macro-F1 0.700" in report
+    assert "## Ensemble" not in render_markdown(_summary([7], [_run(0.5, 0.4, 0.2)]))

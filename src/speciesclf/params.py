@@ -13,7 +13,10 @@ from typing import Any
 
 import yaml
 
-__all__ = ["ParamsError", "load_params", "validate"]
+from speciesclf.choices import FRONT_ENDS, LOSSES
+from speciesclf.runs import GROUPS, runs_of
+
+__all__ = ["ParamsError", "load_params", "phase3_features", "validate"]
 
 
 class ParamsError(ValueError):
@@ -54,6 +57,10 @@ def _gammas(v: list[Any]) -> bool:
     return len(v) > 0 and all(isinstance(g, int | float) and not isinstance(g, bool) and 0 <= g < 100 for g in v)
 
 
+def _groups(v: list[Any]) -> bool:
+    return len(v) > 0 and all(isinstance(g, str) and g in GROUPS for g in v) and len(set(v)) == len(v)
+
+
 def _seeds(v: list[Any]) -> bool:
     ints = [s for s in v if isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32]
     return len(v) > 0 and len(ints) == len(v) and len(set(v)) == len(v)
@@ -92,7 +99,7 @@ SCHEMA: dict[str, Any] = {
         "audio_format": _choice("wav", "flac"),
     },
     "features": {
-        "front_end": _choice("mfcc", "logmel", "pcen"),
+        "front_end": _choice(*FRONT_ENDS),
         "sample_rate": _int(8000, 384000),
         "clip_seconds": _num(0.1, 60),
         "train_hop_seconds": _num(0, 60, lo_open=True),
@@ -136,7 +143,7 @@ SCHEMA: dict[str, Any] = {
     "gamma_sweep": {"gammas": Rule((list,), _gammas, "a non-empty list of numbers in [0, 100)")},
     "phase3": {
         "features": Rule((dict,), allowed="a mapping of `features` keys to the values phase 3 uses instead"),
-        "loss": _choice("cross_entropy", "focal", "class_weighted", "logit_adjusted", "balanced_softmax"),
+        "loss": _choice(*LOSSES),
         "gamma": _num(0, 100),
         "tau": _num(0, 10),
         "power": _num(0, 4),
@@ -151,7 +158,8 @@ SCHEMA: dict[str, Any] = {
         "mixup_alpha": _num(0, 100),
         "mixup_prob": _num(0, 1),
     },
-    "evaluate": {"rare_threshold": _int(1)},
+    "ensemble": {"runs": Rule((list,), _groups, f"a list of distinct run groups from {', '.join(GROUPS)}")},
+    "evaluate": {"rare_threshold": _int(1), "posthoc_tau": _num(0, 10)},
     "report": {
         "phase2a_min_accuracy": _num(0, 1),
         "phase2a_min_f1_macro": _num(0, 1),
@@ -190,12 +198,20 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
     if params["split"]["val"] + params["split"]["test"] >= 1:
         raise ParamsError("split.val + split.test: must leave a training share (sum < 1)")
     _check_features(params["features"], "features")
-    phase3 = {**params["features"], **params["phase3"]["features"]}
+    phase3 = phase3_features(params)
     _walk(phase3, SCHEMA["features"], "phase3.features.")  # also refuses a key `features` does not have
     _check_features(phase3, "phase3.features")
+    members = [run for group in params["ensemble"]["runs"] for run in runs_of(group, params)]
+    if len(members) < 2:
+        raise ParamsError(f"ensemble.runs: {members} is one run; an ensemble averages at least 2")
     if params["data"]["source"] == "csv" and not params["data"]["csv"]:
         raise ParamsError("data.csv: required when data.source is 'csv' (the CSV's name inside data.path)")
     return params
+
+
+def phase3_features(params: dict[str, Any]) -> dict[str, Any]:
+    """Phase 3's feature settings: ``features`` with the keys of ``phase3.features`` replaced."""
+    return {**params["features"], **params["phase3"]["features"]}
 
 
 def _check_features(feats: dict[str, Any], section: str) -> None:

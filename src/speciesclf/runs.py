@@ -1,18 +1,33 @@
 """The study's runs and their names.
 
 A run is a phase of the study (``baseline``, ``phase2a``, ``phase2b``), one γ of the sweep
-(``gamma_sweep/gamma_1.0``) or one seed of Phase 3 (``phase3/seed_42``). A run's name is its sub-path under each
-output folder that ``dvc.yaml`` passes to the stages (``models/``, ``metrics/train/``, ``metrics/eval/``,
-``metrics/``).
+(``gamma_sweep/gamma_1.0``), one seed of Phase 3 (``phase3/seed_42``) or the ensemble of several (``ensemble``).
+A run's name is its sub-path under each output folder that ``dvc.yaml`` passes to the stages (``models/``,
+``metrics/train/``, ``metrics/eval/``, ``metrics/``).
 """
 
 from __future__ import annotations
 
-__all__ = ["GAMMA_SWEEP", "PHASE3", "PHASES", "phase3_run", "phase3_runs", "sweep_run", "sweep_runs"]
+from typing import Any
+
+__all__ = [
+    "ENSEMBLE",
+    "GAMMA_SWEEP",
+    "GROUPS",
+    "PHASE3",
+    "PHASES",
+    "phase3_run",
+    "phase3_runs",
+    "runs_of",
+    "sweep_run",
+    "sweep_runs",
+]
 
 PHASES = ("baseline", "phase2a", "phase2b")
 GAMMA_SWEEP = "gamma_sweep"  # the stage, its params section and its runs' parent folder
 PHASE3 = "phase3"  # the study's named next step: its params section and its runs' parent folder
+GROUPS = (*PHASES, GAMMA_SWEEP, PHASE3)  # what evaluate@<group> and ensemble.runs name
+ENSEMBLE = "ensemble"  # the stage, its params section and its run: the mean of the runs in ensemble.runs
 
 
 def sweep_run(gamma: float | str) -> str:
@@ -32,3 +47,12 @@ def phase3_run(seed: int | str) -> str:
 
 def phase3_runs(seeds: list[int]) -> list[str]:
     return [phase3_run(s) for s in seeds]
+
+
+def runs_of(group: str, params: dict[str, Any]) -> list[str]:
+    """The runs a group stands for: a phase is one run, ``gamma_sweep`` every γ, ``phase3`` every seed."""
+    if group == GAMMA_SWEEP:
+        return sweep_runs(params[GAMMA_SWEEP]["gammas"])
+    if group == PHASE3:
+        return phase3_runs(params[PHASE3]["seeds"])
+    return [group]

@@ -1,21 +1,56 @@
-"""Score a trained model on a split of the feature store: window level and recording level."""
+"""Score trained models on a split of the feature store: window level and recording level.
+
+A run is scored by :func:`evaluate_model`; several runs by :func:`evaluate_ensemble`, which averages their window
+probabilities (each member on its own feature store, so members may differ in front end) and scores the mean like
+one run. Both go through :func:`score_probabilities`, so an ensemble is judged exactly as a single model is.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from speciesclf.evaluation.metrics import classification_metrics, per_class_table
+from speciesclf.evaluation.metrics import HEADLINE, classification_metrics, per_class_table
 from speciesclf.features.store import load_split
-from speciesclf.files import read_json
-from speciesclf.models.saved import load_model
+from speciesclf.files import atomic_dir, read_json, write_json
+from speciesclf.models.saved import CARD, SavedModel, load_model
 
-__all__ = ["evaluate_model"]
+__all__ = [
+    "EnsembleError",
+    "Member",
+    "evaluate_ensemble",
+    "evaluate_model",
+    "feature_store_of",
+    "logit_adjusted",
+    "save_scores",
+    "score_probabilities",
+]
+
+
+class EnsembleError(ValueError):
+    """Members that cannot be averaged; ``str()`` names the run and what was expected."""
+
+
+@dataclass(frozen=True)
+class Member:
+    """One run of an ensemble: its name (for messages), its model folder and the feature store it reads."""
+
+    run: str
+    model_dir: Path
+    features_dir: Path
+
+
+@dataclass(frozen=True)
+class _Windows:
+    proba: np.ndarray  # (windows, species) float64
+    y: np.ndarray  # (windows,) species index
+    recordings: list[str]  # (windows,) the recording each window was cut from
 
 
 def _recording_level(proba: np.ndarray, y: np.ndarray, recordings: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -32,31 +67,127 @@ def _recording_level(proba: np.ndarray, y: np.ndarray, recordings: Sequence[str]
     return sums / counts, rec_y
 
 
+def logit_adjusted(logits: torch.Tensor, train_counts: Sequence[int], tau: float) -> torch.Tensor:
+    """Post-hoc logit adjustment (Menon et al. 2021): ``z_c - tau * log(pi_c)``, ``pi`` the training prior.
+
+    logits ``(windows, species)``; ``train_counts`` ``(species,)``, each > 0. The argmax then targets the balanced
+    error (mean per-species recall) rather than accuracy, which favours the common species; ``tau = 0`` leaves the
+    logits as they are. A model trained with the logit-adjusted loss is adjusted already: keep tau 0 for it.
+    """
+    if tau == 0:
+        return logits
+    counts = torch.as_tensor(train_counts, dtype=logits.dtype)
+    return logits - tau * torch.log(counts / counts.sum())
+
+
+def _window_probabilities(model: SavedModel, features_dir: Path, split: str, batch_size: int, tau: float) -> _Windows:
+    if read_json(features_dir / "labels.json")["species"] != model.species:
+        raise ValueError(f"{features_dir}: its species list differs from the one the model was trained on")
+    x, y, recordings = load_split(features_dir, split)
+    with torch.no_grad():
+        logits = [model.network(torch.as_tensor(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+    # softmax in float64: probabilities that sum to one within float64 precision (sklearn checks it)
+    logits = logit_adjusted(torch.cat(logits).double(), model.card["train_counts"], tau)
+    return _Windows(torch.softmax(logits, dim=1).numpy(), np.asarray(y), list(recordings))
+
+
+def score_probabilities(
+    windows: _Windows, species: list[str], train_counts: Sequence[int], rare_threshold: int
+) -> dict[str, Any]:
+    """Window- and recording-level metrics, the per-species table and the confusion pairs of some probabilities."""
+    proba, y = windows.proba, windows.y
+    rec_proba, rec_y = _recording_level(proba, y, windows.recordings)
+    recording = classification_metrics(rec_y, rec_proba, train_counts, rare_threshold)
+    return {
+        "window": classification_metrics(y, proba, train_counts, rare_threshold),
+        "recording": {**recording, "n_recordings": len(rec_y)},
+        "per_class": per_class_table(y, proba, species, train_counts),
+        "confusion": [{"actual": species[a], "predicted": species[p]} for a, p in zip(y, proba.argmax(1), strict=True)],
+    }
+
+
 def evaluate_model(
     model_dir: str | os.PathLike[str],
     features_dir: str | os.PathLike[str],
     rare_threshold: int,
     split: str = "test",
     batch_size: int = 256,
+    tau: float = 0.0,
 ) -> dict[str, Any]:
-    """Window- and recording-level metrics on ``split``, plus the per-species table and confusion pairs."""
+    """Window- and recording-level metrics on ``split``, the per-species table, confusion pairs, training facts;
+    ``tau`` > 0 scores post-hoc logit-adjusted probabilities (:func:`logit_adjusted`)."""
     model = load_model(model_dir)
-    if read_json(Path(features_dir) / "labels.json")["species"] != model.species:
-        raise ValueError(f"{model_dir}: trained on a different species list than {features_dir}")
-    x, y, recordings = load_split(features_dir, split)
-    with torch.no_grad():
-        logits = [model.network(torch.as_tensor(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
-    # softmax in float64: probabilities that sum to one within float64 precision (sklearn checks it)
-    proba = torch.softmax(torch.cat(logits).double(), dim=1).numpy()
-    counts, species = model.card["train_counts"], model.species
-    window = classification_metrics(y, proba, counts, rare_threshold)
-    rec_proba, rec_y = _recording_level(proba, y, recordings)
-    recording = {**classification_metrics(rec_y, rec_proba, counts, rare_threshold), "n_recordings": len(rec_y)}
-    pred = proba.argmax(1)
-    return {
+    try:
+        windows = _window_probabilities(model, Path(features_dir), split, batch_size, tau)
+    except ValueError as exc:
+        raise ValueError(f"{model_dir}: {exc}") from None
+    scores = score_probabilities(windows, model.species, model.card["train_counts"], rare_threshold)
+    return {**scores, "training": {k: model.card[k] for k in ("best_epoch", "epochs_run", "stopped_early")}}
+
+
+def feature_store_of(model_dir: str | os.PathLike[str], stores: Sequence[str | os.PathLike[str]]) -> Path:
+    """The first of ``stores`` made with the feature settings in the model's card (a model is only valid on
+    features made as its training features were)."""
+    wanted = read_json(Path(model_dir) / CARD)["features"]
+    for store in map(Path, stores):
+        if read_json(store / "features.json") == wanted:
+            return store
+    names = ", ".join(str(s) for s in stores)
+    raise EnsembleError(f"{model_dir}: none of the feature stores {names} has its features ({wanted})")
+
+
+def evaluate_ensemble(
+    members: Sequence[Member], rare_threshold: int, split: str = "test", batch_size: int = 256, tau: float = 0.0
+) -> dict[str, Any]:
+    """Score the mean of the members' window probabilities (equal weights, each logit-adjusted by ``tau``) like one
+    run.
+
+    Members must share the species list (in order) and cut the same windows from the same recordings; their front
+    ends and networks may differ. Raises :class:`EnsembleError` naming the first member that does not fit.
+    """
+    if len(members) < 2:
+        raise EnsembleError(f"an ensemble needs at least 2 runs, got {len(members)}")
+    first, first_model = members[0], load_model(members[0].model_dir)
+    total: np.ndarray | None = None
+    for member in members:
+        model = first_model if member is first else load_model(member.model_dir)
+        if model.species != first_model.species:
+            raise EnsembleError(f"ensemble: run {member.run} was trained on other species than run {first.run}")
+        windows = _window_probabilities(model, member.features_dir, split, batch_size, tau)
+        if total is None:
+            reference, total = windows, windows.proba.copy()
+        elif windows.recordings != reference.recordings or not np.array_equal(windows.y, reference.y):
+            raise EnsembleError(
+                f"ensemble: run {member.run} cuts other {split} windows than run {first.run} "
+                "(expected the same clip_seconds and recordings)"
+            )
+        else:
+            total += windows.proba
+    mean = _Windows(total / len(members), reference.y, reference.recordings)
+    return score_probabilities(mean, first_model.species, first_model.card["train_counts"], rare_threshold)
+
+
+def save_scores(
+    result: dict[str, Any], scores_dir: str | os.PathLike[str], metrics_file: str | os.PathLike[str], **facts: Any
+) -> dict[str, Any]:
+    """Write a run's scores; returns what went to ``metrics_file``.
+
+    ``metrics_file`` (git-tracked, read by ``dvc metrics``): the headline window-level scores at the top, then
+    ``facts`` (training facts, members), ``window`` and ``recording``. ``scores_dir`` (a stage output, written
+    whole): the same without the wall-clock ``train_seconds`` (scores.json, so identical runs hash the same), the
+    per-species table and the confusion pairs (DVC plots).
+    """
+    window = result["window"]
+    metrics = {
+        **{k: window[k] for k in HEADLINE},
+        "n_test": window["n_test"],
+        **facts,
         "window": window,
-        "recording": recording,
-        "per_class": per_class_table(y, proba, species, counts),
-        "confusion": [{"actual": species[a], "predicted": species[p]} for a, p in zip(y, pred, strict=True)],
-        "training": {k: model.card[k] for k in ("best_epoch", "epochs_run", "stopped_early")},
+        "recording": result["recording"],
     }
+    with atomic_dir(scores_dir) as out:
+        write_json(out / "scores.json", {k: v for k, v in metrics.items() if k != "train_seconds"})
+        write_json(out / "per_class.json", result["per_class"])
+        write_json(out / "confusion.json", result["confusion"])
+    write_json(metrics_file, metrics)
+    return metrics

@@ -12,7 +12,7 @@ from typing import Any
 
 from speciesclf.evaluation.metrics import HEADLINE
 from speciesclf.files import write_text
-from speciesclf.runs import PHASE3, PHASES, phase3_run, sweep_run
+from speciesclf.runs import ENSEMBLE, PHASE3, PHASES, phase3_run, sweep_run
 
 __all__ = ["build_summary", "render_markdown"]
 
@@ -111,10 +111,10 @@ def _fmt(v: Any, signed: bool = False) -> str:
 
 
 def _run_order(run: str) -> tuple[int, str]:
-    """The study's phases in order, then the γ sweep, then Phase 3's seeds."""
+    """The study's phases in order, then the γ sweep, Phase 3's seeds and the ensemble."""
     if run in PHASES:
         return (PHASES.index(run), "")
-    return (len(PHASES) + run.startswith(PHASE3 + "/"), run)
+    return (len(PHASES) + run.startswith(PHASE3 + "/") + 2 * (run == ENSEMBLE), run)
 
 
 def render_markdown(
@@ -130,6 +130,7 @@ def render_markdown(
     out += _recording_table(models)
     out += _gamma_table(summary["gamma_sweep"])
     out += _seeds_table(summary.get(PHASE3, {}))
+    out += _ensemble_lines(models.get(ENSEMBLE))
     out += _species_table(summary["per_species_f1"] if all_species else summary["rarest_species"], all_species)
     out += _verdict_lines(summary["verdict"])
     return "\n".join(out) + "\n"
@@ -197,6 +198,21 @@ def _seeds_table(phase3: dict[str, Any]) -> list[str]:
             + " |"
         )
     return out
+
+
+def _ensemble_lines(ensemble: dict[str, Any] | None) -> list[str]:
+    if not ensemble:
+        return []
+    members = ", ".join(ensemble["members"])
+    rec = ensemble["recording"]
+    return [
+        "",
+        "## Ensemble",
+        "",
+        f"`ensemble` averages the window probabilities of {members} (params `ensemble.runs`): test accuracy "
+        f"{_fmt(ensemble['accuracy'])}, macro-F1 {_fmt(ensemble['f1_macro'])}, rare F1 {_fmt(ensemble['f1_rare'])}; "
+        f"recording accuracy {_fmt(rec['accuracy'])}, macro-F1 {_fmt(rec['f1_macro'])}.",
+    ]
 
 
 def _species_table(rows: list[dict[str, Any]], all_species: bool) -> list[str]:

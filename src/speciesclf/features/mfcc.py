@@ -15,9 +15,9 @@ import numpy as np
 import torch
 import torchaudio
 
-__all__ = ["FRONT_ENDS", "FeatureConfig", "MFCCExtractor", "Standardizer"]
+from speciesclf.choices import FRONT_ENDS
 
-FRONT_ENDS = ("mfcc", "logmel", "pcen")
+__all__ = ["FRONT_ENDS", "FeatureConfig", "MFCCExtractor", "Standardizer"]
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from speciesclf.choices import LOSSES
 from speciesclf.features.store import load_split
 from speciesclf.files import read_json
 from speciesclf.models.cnn import build_model
@@ -20,7 +21,7 @@ from speciesclf.training.augment import AugmentConfig
 from speciesclf.training.checkpoint import TrainingState, code_files, fingerprint
 from speciesclf.training.trainer import EpochStats, TrainConfig, Trainer
 
-__all__ = ["LOSSES", "TrainedRun", "build_loss", "train_model"]
+__all__ = ["TrainedRun", "build_loss", "train_model"]
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,6 @@ class TrainedRun:
     train_seconds: float
     device: str
     state: TrainingState | None = None  # the per-epoch state: discard it once the model is saved
-
-
-LOSSES = ("cross_entropy", "focal", "class_weighted", "logit_adjusted", "balanced_softmax")
 
 
 def build_loss(loss: dict[str, Any] | None, train_counts: Sequence[int]) -> nn.Module:

@@ -1,0 +1,43 @@
+"""Stage `ensemble`: the mean of several runs' window probabilities on the test split, scored like one run.
+
+    python stages/ensemble.py --models models --features data/features data/features_phase3 \\
+        --scores metrics/eval --metrics metrics
+
+The members are the runs of the groups in ensemble.runs (``phase3`` = every seed of phase3.seeds). Each member
+reads the one of the FEATURES stores made with its model's feature settings, so members may differ in front end.
+Writes METRICS/ensemble.json and SCORES/ensemble/ as `evaluate` does for a run.
+"""
+
+import argparse
+from pathlib import Path
+
+from speciesclf.cli import run_stage
+from speciesclf.evaluation.evaluate import Member, evaluate_ensemble, feature_store_of, save_scores
+from speciesclf.params import load_params
+from speciesclf.runs import ENSEMBLE, runs_of
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", required=True, help="the trained models")
+    parser.add_argument("--features", required=True, nargs="+", help="the feature stores the members may read")
+    parser.add_argument("--scores", required=True, help="per-run score folders (written whole)")
+    parser.add_argument("--metrics", required=True, help="per-run metrics files")
+    args = parser.parse_args()
+    params = load_params()
+    runs = [run for group in params[ENSEMBLE]["runs"] for run in runs_of(group, params)]
+    members = [
+        Member(run, Path(args.models) / run, feature_store_of(Path(args.models) / run, args.features)) for run in runs
+    ]
+    settings = params["evaluate"]
+    result = evaluate_ensemble(members, settings["rare_threshold"], tau=settings["posthoc_tau"])
+    save_scores(result, Path(args.scores) / ENSEMBLE, Path(args.metrics) / f"{ENSEMBLE}.json", members=runs)
+    window, recording = result["window"], result["recording"]
+    print(
+        f"ensemble of {', '.join(runs)}: accuracy {window['accuracy']:.3f} f1_macro {window['f1_macro']:.3f} "
+        f"f1_rare {window['f1_rare']}; recording accuracy {recording['accuracy']:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)

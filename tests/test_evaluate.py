@@ -1,0 +1,143 @@
+"""Scoring runs and ensembles: tiny models trained here on real audio files, two front ends, real feature stores."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+from speciesclf.data.prepare import prepare
+from speciesclf.evaluation.evaluate import (
+    EnsembleError,
+    Member,
+    evaluate_ensemble,
+    evaluate_model,
+    feature_store_of,
+)
+from speciesclf.evaluation.metrics import classification_metrics
+from speciesclf.features.mfcc import FeatureConfig
+from speciesclf.features.store import featurize, load_split
+from speciesclf.models.saved import load_model, save_model
+from speciesclf.params import validate
+from speciesclf.training.train import train_model
+from speciesclf.training.trainer import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+SR = 16000
+FREQS = {"cricket": 500.0, "katydid": 1500.0, "cicada": 3000.0}
+RECORDINGS = {"cricket": 8, "katydid": 5, "cicada": 3}  # a long tail, so the training prior is not uniform
+
+
+class Runs(NamedTuple):
+    base: Path
+    mfcc: Member
+    logmel: Member
+    short: Member  # 0.5 s windows: other test windows than the two above
+
+
+def _record(folder: Path) -> None:
+    rng = np.random.default_rng(0)
+    for label, freq in FREQS.items():
+        (folder / label).mkdir(parents=True)
+        for r in range(RECORDINGS[label]):
+            t = np.arange(SR) / SR
+            wave = 0.4 * np.sin(2 * np.pi * freq * (1 + 0.03 * r) * t) + 0.05 * rng.standard_normal(t.size)
+            sf.write(folder / label / f"r{r}.wav", wave.astype(np.float32), SR)
+
+
+def _train(base: Path, name: str, **features: object) -> Member:
+    feats = FeatureConfig(
+        **{"sample_rate": SR, "clip_seconds": 1.0, "train_hop_seconds": 0.5, "n_mels": 32, **features}
+    )
+    featurize(base / "prepared" / "manifest.csv", base / f"features_{name}", feats, workers=1)
+    config = TrainConfig(epochs=2, warmup_epochs=0, device="cpu", precision="fp32")
+    trained = train_model(base / f"features_{name}", "AudioCNN", None, config, log=None)
+    save_model(base / "models" / name, trained.network, trained.card)
+    return Member(name, base / "models" / name, base / f"features_{name}")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
+    base = tmp_path_factory.mktemp("evaluate")
+    _record(base / "recordings")
+    params = copy.deepcopy(yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8")))
+    params["data"].update({"source": "folder", "path": str(base / "recordings")})
+    params["features"].update(sample_rate=SR, clip_seconds=1.0, train_hop_seconds=0.5)
+    prepare(validate(params), base / "prepared")
+    short = _train(base, "short", front_end="mfcc", clip_seconds=0.5, train_hop_seconds=0.5)
+    return Runs(base, _train(base, "mfcc", front_end="mfcc"), _train(base, "logmel", front_end="logmel"), short)
+
+
+def _proba(member: Member) -> tuple[np.ndarray, np.ndarray]:
+    """The member's test probabilities computed here, independently of the evaluation code."""
+    model = load_model(member.model_dir)
+    x, y, _ = load_split(member.features_dir, "test")
+    with torch.no_grad():
+        return torch.softmax(model.network(torch.as_tensor(np.asarray(x))).double(), dim=1).numpy(), y
+
+
+def test_an_ensemble_scores_the_mean_of_its_members_probabilities(runs: Runs) -> None:
+    (p1, y), (p2, y2) = _proba(runs.mfcc), _proba(runs.logmel)
+    assert np.array_equal(y, y2)
+    result = evaluate_ensemble([runs.mfcc, runs.logmel], rare_threshold=5)
+    counts = load_model(runs.mfcc.model_dir).card["train_counts"]
+    expected = classification_metrics(y, (p1 + p2) / 2, counts, 5)
+    for key, value in expected.items():
+        assert result["window"][key] == pytest.approx(value, abs=1e-9), key
+    species = load_model(runs.mfcc.model_dir).species
+    assert [c["predicted"] for c in result["confusion"]] == [species[i] for i in ((p1 + p2) / 2).argmax(1)]
+    assert result["recording"]["n_recordings"] == 3  # one test recording per species
+    # the same member twice is that member: averaging does not change a single run's scores
+    alone = evaluate_model(runs.mfcc.model_dir, runs.mfcc.features_dir, 5)
+    assert evaluate_ensemble([runs.mfcc, runs.mfcc], 5)["window"] == pytest.approx(alone["window"])
+
+
+def test_posthoc_logit_adjustment_divides_the_probabilities_by_the_prior_to_the_tau(runs: Runs) -> None:
+    """softmax(z - τ log π) ∝ p(y|x) / π(y)^τ: checked on the probabilities, not on the logits the code adjusts."""
+    p, y = _proba(runs.mfcc)
+    counts = np.asarray(load_model(runs.mfcc.model_dir).card["train_counts"], dtype=np.float64)
+    by_hand = p / (counts / counts.sum()) ** 0.7
+    by_hand /= by_hand.sum(axis=1, keepdims=True)
+    result = evaluate_model(runs.mfcc.model_dir, runs.mfcc.features_dir, 5, tau=0.7)
+    expected = classification_metrics(y, by_hand, counts.astype(int).tolist(), 5)
+    assert result["window"]["log_loss"] == pytest.approx(expected["log_loss"], rel=1e-9)
+    assert result["window"] == pytest.approx(expected)
+    plain = evaluate_model(runs.mfcc.model_dir, runs.mfcc.features_dir, 5)
+    assert plain["window"]["log_loss"] != pytest.approx(expected["log_loss"])
+
+
+def test_each_member_finds_the_store_of_its_front_end(runs: Runs) -> None:
+    stores = [runs.mfcc.features_dir, runs.logmel.features_dir]
+    assert feature_store_of(runs.logmel.model_dir, stores) == runs.logmel.features_dir
+    assert feature_store_of(runs.mfcc.model_dir, stores) == runs.mfcc.features_dir
+    with pytest.raises(EnsembleError, match=rf"^{runs.short.model_dir}: none of the feature stores .* has its"):
+        feature_store_of(runs.short.model_dir, stores)
+
+
+def test_members_cutting_other_windows_are_refused_by_name(runs: Runs) -> None:
+    with pytest.raises(EnsembleError, match=r"^ensemble: run short cuts other test windows than run mfcc"):
+        evaluate_ensemble([runs.mfcc, runs.short], 5)
+
+
+def test_members_with_other_species_are_refused_by_name(runs: Runs, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(runs.logmel.model_dir, other)
+    card = json.loads((other / "model.json").read_text())
+    card["species"] = card["species"][::-1]  # same species, other output order: averaging would mix them up
+    (other / "model.json").write_text(json.dumps(card))
+    member = Member("reordered", other, runs.logmel.features_dir)
+    with pytest.raises(EnsembleError, match=r"^ensemble: run reordered was trained on other species than run mfcc$"):
+        evaluate_ensemble([runs.mfcc, member], 5)
+
+
+def test_an_ensemble_of_one_is_refused(runs: Runs) -> None:
+    with pytest.raises(EnsembleError, match="at least 2 runs, got 1"):
+        evaluate_ensemble([runs.mfcc], 5)
