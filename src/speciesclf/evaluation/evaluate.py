@@ -147,24 +147,22 @@ def evaluate_ensemble(
     """
     if len(members) < 2:
         raise EnsembleError(f"an ensemble needs at least 2 runs, got {len(members)}")
-    first, first_model = members[0], load_model(members[0].model_dir)
-    total: np.ndarray | None = None
-    for member in members:
-        model = first_model if member is first else load_model(member.model_dir)
-        if model.species != first_model.species:
+    models = [load_model(m.model_dir) for m in members]
+    first, species = members[0], models[0].species
+    for member, model in zip(members, models, strict=True):
+        if model.species != species:
             raise EnsembleError(f"ensemble: run {member.run} was trained on other species than run {first.run}")
-        windows = _window_probabilities(model, member.features_dir, split, batch_size, tau)
-        if total is None:
-            reference, total = windows, windows.proba.copy()
-        elif windows.recordings != reference.recordings or not np.array_equal(windows.y, reference.y):
+    pairs = zip(members, models, strict=True)
+    windows = [_window_probabilities(model, member.features_dir, split, batch_size, tau) for member, model in pairs]
+    reference = windows[0]
+    for member, w in zip(members, windows, strict=True):
+        if w.recordings != reference.recordings or not np.array_equal(w.y, reference.y):
             raise EnsembleError(
                 f"ensemble: run {member.run} cuts other {split} windows than run {first.run} "
                 "(expected the same clip_seconds and recordings)"
             )
-        else:
-            total += windows.proba
-    mean = _Windows(total / len(members), reference.y, reference.recordings)
-    return score_probabilities(mean, first_model.species, first_model.card["train_counts"], rare_threshold)
+    mean = _Windows(sum(w.proba for w in windows) / len(windows), reference.y, reference.recordings)
+    return score_probabilities(mean, species, models[0].card["train_counts"], rare_threshold)
 
 
 def save_scores(
