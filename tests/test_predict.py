@@ -157,6 +157,22 @@ def test_help_explains_the_arguments(tmp_path: Path) -> None:
         assert word in r.stdout
 
 
+def test_the_installed_console_command_predicts_as_the_module_does(model_dir: Path, predicted: Predicted) -> None:
+    """`speciesclf predict` (pyproject's [project.scripts], installed beside this Python) writes the same CSV."""
+    command = Path(sys.executable).parent / "speciesclf"
+    assert command.is_file(), "the package is not installed with its console command (make install)"
+    good = predicted.folder / "good.wav"
+    ours = subprocess.run([command, "predict", model_dir, good], capture_output=True, text=True, timeout=120)
+    theirs = run_cli(model_dir, good, cwd=predicted.folder)
+    assert ours.returncode == theirs.returncode == 0, ours.stderr
+    assert ours.stdout == theirs.stdout and ours.stdout.count("cricket") >= 1
+    usage = subprocess.run([command, "predict", "--help"], capture_output=True, text=True, timeout=60)
+    assert usage.stdout.startswith("usage: speciesclf predict ")
+    wrong = subprocess.run([command, "train"], capture_output=True, text=True, timeout=60)
+    expected = "speciesclf: unknown command 'train'; expected one of predict, report\n"
+    assert (wrong.returncode, wrong.stderr) == (2, expected)
+
+
 def test_not_a_model_dir_exits_2_with_a_message(tmp_path: Path) -> None:
     wav = tmp_path / "x.wav"
     sf.write(wav, tone(SR, 1.0, 500.0, 0), SR)

@@ -111,9 +111,9 @@ def predict_file(predictor: Predictor, path: Path, top_k: int) -> list[tuple]:
     return rows
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m speciesclf.predict") -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m speciesclf.predict",
+        prog=prog,
         description="Top-k species per window and per recording for audio files (any format libsndfile reads).",
         epilog=__doc__.split("\n\n", 2)[-1],
     )

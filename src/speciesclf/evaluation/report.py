@@ -242,9 +242,9 @@ def _verdict_lines(verdict: dict[str, Any]) -> list[str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m speciesclf.evaluation.report") -> int:
     """Render a summary JSON (the schema of ``metrics/summary.json``) as Markdown."""
-    parser = argparse.ArgumentParser(prog="python -m speciesclf.evaluation.report", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog=prog, description=main.__doc__)
     parser.add_argument("summary", help="a summary JSON written by the report stage")
     parser.add_argument("--title", default="speciesclf: results")
     parser.add_argument("--preamble", default="", help="Markdown under the title")
