@@ -36,7 +36,7 @@ from speciesclf.features.mfcc import FeatureConfig
 from speciesclf.features.store import featurize
 from speciesclf.files import write_json
 from speciesclf.models.cnn import build_model
-from speciesclf.training.augment import AugmentConfig, Augmenter, Batch
+from speciesclf.training.augment import AugmentConfig, Augmenter, Batch, DecibelScale
 from speciesclf.training.trainer import EpochStats, TrainConfig, Trainer, resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,13 +226,17 @@ def bench_train(model_name: str, n: int, batch: int = 32, rounds: int = 3) -> di
 
 def bench_augment(n: int = 256, batch: int = 32, rounds: int = 5) -> dict[str, float | str]:
     """What on-the-fly augmentation costs a training step: AudioCNN on 64-band x 500-frame inputs (a 5 s log-mel),
-    one pass without and one with every augmentation on (two masks of each kind, time shift, mixup on every
-    batch), interleaved ``rounds`` times after a warm-up; the slowdown is the median of the per-round ratios."""
+    one pass without and one with every augmentation on (two masks of each kind, time shift, random gain, background
+    from another window in half the windows, mixup on every batch), interleaved ``rounds`` times after a warm-up;
+    the slowdown is the median of the per-round ratios."""
     rng = np.random.default_rng(0)
     xt = torch.from_numpy(rng.standard_normal((n, 64, 500)).astype(np.float32))
     yt = torch.from_numpy(rng.integers(0, 32, n).astype(np.int64))
-    config = AugmentConfig(freq_mask=8, time_mask=50, masks=2, time_shift=50, mixup_alpha=0.4)
-    augmenter = Augmenter(config)
+    config = AugmentConfig(
+        freq_mask=8, time_mask=50, masks=2, time_shift=50, mixup_alpha=0.4, gain_db=6.0, background_prob=0.5
+    )
+    decibels = DecibelScale(torch.full((64,), -40.0), torch.full((64,), 15.0))  # a log-mel's typical level, spread
+    augmenter = Augmenter(config, decibels)
     torch.manual_seed(0)
     model = build_model("AudioCNN", 32).to(memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from speciesclf.models.cnn import AudioCNN
-from speciesclf.training.augment import AugmentConfig, Augmenter, Batch
+from speciesclf.training.augment import AugmentConfig, Augmenter, Batch, DecibelScale
 from speciesclf.training.trainer import TrainConfig, Trainer
 
 
@@ -74,6 +74,12 @@ def test_mixup_mixes_pairs_and_the_loss_weights_both_labels() -> None:
         ({"masks": 0}, "augment.masks: invalid value 0; expected an integer >= 1"),
         ({"mixup_prob": 1.5}, "augment.mixup_prob: invalid value 1.5; expected a probability in [0, 1]"),
         ({"mixup_alpha": -0.2}, "augment.mixup_alpha: invalid value -0.2; expected a number >= 0 (0 turns mixup off)"),
+        ({"gain_db": -3}, "augment.gain_db: invalid value -3; expected a number >= 0 (dB; 0 turns the gain off)"),
+        ({"background_prob": 2}, "augment.background_prob: invalid value 2; expected a probability in [0, 1]"),
+        (
+            {"background_snr_db": [30, 10]},
+            "augment.background_snr_db: invalid value (30, 10); expected [low, high] in dB with low <= high",
+        ),
     ],
 )
 def test_bad_knobs_are_refused_by_name(kwargs: dict, message: str) -> None:
@@ -89,6 +95,54 @@ def test_a_mask_wider_than_the_features_is_refused_before_training() -> None:
     )
     with pytest.raises(ValueError, match=r"augment\.freq_mask: 20 is not below the features' 20 bands"):
         trainer.fit(x, np.zeros(8, np.int64), x, np.zeros(8, np.int64))
+
+
+def _log_mel(n: int = 6, bands: int = 8, frames: int = 40) -> tuple[torch.Tensor, DecibelScale]:
+    """Standardised features of random decibels, and the scale that undoes the standardisation."""
+    gen = torch.Generator().manual_seed(1)
+    db = -60 + 50 * torch.rand(n, bands, frames, generator=gen)
+    scale = DecibelScale(db.mean(dim=(0, 2)), db.std(dim=(0, 2)))
+    return scale.from_db(db), scale
+
+
+def test_gain_adds_the_same_decibels_to_every_bin_of_an_example_within_the_limit() -> None:
+    x, scale = _log_mel()
+    torch.manual_seed(0)
+    out = Augmenter(AugmentConfig(gain_db=6.0), scale)(x, torch.zeros(len(x), dtype=torch.long)).x
+    shift = scale.to_db(out) - scale.to_db(x)  # dB added, per bin
+    per_example = shift.mean(dim=(1, 2))
+    assert torch.allclose(shift, per_example[:, None, None].expand_as(shift), atol=1e-4)
+    assert per_example.abs().max() <= 6.0 and per_example.std() > 1.0  # drawn per example, not one for all
+
+
+def test_background_is_added_in_power_at_a_snr_in_the_range() -> None:
+    x, scale = _log_mel()
+    y = torch.arange(len(x))
+    torch.manual_seed(0)
+    batch = Augmenter(AugmentConfig(background_prob=1.0, background_snr_db=(6.0, 6.0)), scale)(x, y)
+    assert torch.equal(batch.y, y) and batch.y_mix is None  # the label stays the example's own
+    power = 10 ** (scale.to_db(x).double() / 10)
+    after = scale.to_db(batch.x).double()
+    for i in range(len(x)):
+        # the mixture with each candidate partner j, its mean power put 6 dB below example i's
+        candidates = [
+            10 * torch.log10(power[i] + power[i].mean() / power[j].mean() * 10 ** (-6.0 / 10) * power[j])
+            for j in range(len(x))
+        ]
+        errors = [float((after[i] - c).abs().max()) for c in candidates]
+        assert min(errors) < 1e-3, (i, errors)  # one partner of the batch explains every bin
+        assert sorted(errors)[1] > 0.1
+
+
+def test_gain_and_background_need_log_mel_features() -> None:
+    with pytest.raises(
+        ValueError, match=r"^augment\.gain_db: works on log-mel features \(dB\); the features are mfcc$"
+    ):
+        AugmentConfig(gain_db=3.0).check_front_end("mfcc")
+    AugmentConfig(gain_db=3.0).check_front_end("logmel")
+    AugmentConfig(freq_mask=3).check_front_end("pcen")  # masks work on any features
+    with pytest.raises(ValueError, match="decibel scale"):
+        Augmenter(AugmentConfig(background_prob=0.5))
 
 
 def _fit(augment: AugmentConfig | None) -> bytes:

@@ -124,6 +124,18 @@ def test_a_phase3_param_reruns_phase3_alone(repo: Path, override: str, featurize
     assert phase3 <= ran <= phase3 | {"report"}  # the report re-runs only if phase 3's scores changed
 
 
+def test_gain_and_background_train_on_log_mel_and_stop_on_mfcc(repo: Path) -> None:
+    decibels = ["-S", "augment.gain_db=6", "-S", "augment.background_prob=0.5"]
+    r = sh(repo, "dvc", "exp", "run", "-S", "phase3.features.front_end=logmel", *decibels)
+    assert "train_phase3@42" in ran_stages(r.stdout)
+    card = json.loads((repo / "models/phase3/seed_42/model.json").read_text())
+    assert card["augment"]["gain_db"] == 6 and card["augment"]["background_prob"] == 0.5
+    r = sh(repo, "dvc", "exp", "run", "-S", "phase3.features.front_end=mfcc", *decibels, check=False)
+    assert r.returncode != 0
+    assert "error: augment.gain_db: works on log-mel features (dB); the features are mfcc" in r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+
+
 def test_mistyped_param_is_rejected_by_name(repo: Path) -> None:
     r = sh(repo, "dvc", "exp", "run", "-S", "+loss.gama=1.0", check=False)
     assert r.returncode != 0

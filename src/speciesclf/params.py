@@ -157,6 +157,13 @@ SCHEMA: dict[str, Any] = {
         "time_shift": _int(0, 100000),
         "mixup_alpha": _num(0, 100),
         "mixup_prob": _num(0, 1),
+        "gain_db": _num(0, 60),
+        "background_prob": _num(0, 1),
+        "background_snr_db": Rule(
+            (list,),
+            lambda v: len(v) == 2 and all(isinstance(x, int | float) for x in v) and -60 <= v[0] <= v[1] <= 100,
+            "a list [low, high] of dB values with -60 <= low <= high <= 100",
+        ),
     },
     "ensemble": {"runs": Rule((list,), _groups, f"a list of distinct run groups from {', '.join(GROUPS)}")},
     "evaluate": {"rare_threshold": _int(1), "posthoc_tau": _num(0, 10)},

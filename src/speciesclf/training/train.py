@@ -17,7 +17,7 @@ from speciesclf.files import read_json
 from speciesclf.models.cnn import build_model
 from speciesclf.models.losses import BalancedSoftmaxLoss, ClassWeightedCrossEntropy, FocalLoss, LogitAdjustedLoss
 from speciesclf.training import distributed
-from speciesclf.training.augment import AugmentConfig
+from speciesclf.training.augment import AugmentConfig, DecibelScale
 from speciesclf.training.checkpoint import TrainingState, code_files, fingerprint
 from speciesclf.training.trainer import EpochStats, TrainConfig, Trainer
 
@@ -89,7 +89,8 @@ def train_model(
     torch.manual_seed(config.seed)  # weight initialisation
     network = build_model(model_name, n_classes=len(labels["species"]))
     loss_fn = build_loss(loss, labels["train_counts"])
-    trainer = Trainer(network, loss_fn, config, callbacks=callbacks, log=log, augment=augment)
+    decibels = _decibel_scale(features_dir, augment) if augment is not None and augment.in_decibels else None
+    trainer = Trainer(network, loss_fn, config, callbacks=callbacks, log=log, augment=augment, decibels=decibels)
     augmented = {"augment": asdict(augment)} if augment is not None and augment.enabled else {}
     state = None
     if state_dir is not None:
@@ -117,6 +118,13 @@ def train_model(
         ],
     }
     return TrainedRun(trainer.model, card, result.train_seconds, result.device, state)
+
+
+def _decibel_scale(features_dir: Path, augment: AugmentConfig) -> DecibelScale:
+    """The training normalisation of log-mel features, for gain and background augmentation."""
+    augment.check_front_end(read_json(features_dir / "features.json")["front_end"])
+    norm = read_json(features_dir / "norm.json")
+    return DecibelScale(torch.tensor(norm["mean"]), torch.tensor(norm["std"]))
 
 
 def _fingerprint(run: dict[str, Any], features_dir: Path, code: Sequence[str | os.PathLike[str]]) -> str:

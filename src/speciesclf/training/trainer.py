@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from speciesclf.training import distributed
-from speciesclf.training.augment import AugmentConfig, Augmenter
+from speciesclf.training.augment import AugmentConfig, Augmenter, DecibelScale
 from speciesclf.training.checkpoint import TrainingState
 
 __all__ = [
@@ -215,8 +215,8 @@ class Trainer:
     """Train a classifier on in-memory features ``(n, bands, frames)`` with integer labels ``(n,)``.
 
     ``callbacks`` are called with each epoch's :class:`EpochStats` (a stage plugs dvclive in here); ``augment``
-    transforms each training batch (:mod:`speciesclf.training.augment`; none by default);
-    ``log`` receives one progress line per epoch (``None`` silences it). Under DDP every rank runs the same loop;
+    transforms each training batch (:mod:`speciesclf.training.augment`; none by default), gain and background
+    through ``decibels``, the features' decibel scale; ``log`` receives one progress line per epoch (``None`` silences it). Under DDP every rank runs the same loop;
     give callbacks and a log to rank 0 only.
     """
 
@@ -228,9 +228,10 @@ class Trainer:
         callbacks: Sequence[Callable[[EpochStats], None]] = (),
         log: Callable[[str], None] | None = print,
         augment: AugmentConfig | None = None,
+        decibels: DecibelScale | None = None,
     ) -> None:
         self.config = config or TrainConfig()
-        self.augment = Augmenter(augment or AugmentConfig())
+        self.augment = Augmenter(augment or AugmentConfig(), decibels)
         self.world = distributed.current()
         self.device = resolve_device(self.config.device)
         if self.world.distributed and self.device.type == "cuda":
