@@ -133,6 +133,24 @@ def test_a_stage_ends_when_dvc_is_killed_but_outlives_any_other_parent(
             stage.kill()
 
 
+# DVC killed while the stage is still importing: the stage is an orphan before it can watch DVC
+QUICK_LAUNCHER = "import subprocess, sys; subprocess.Popen([sys.argv[1], '-c', sys.argv[2]])"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a stage follows DVC's death on Linux only")
+def test_a_stage_whose_dvc_died_before_it_started_ends_too(tmp_path: Path) -> None:
+    if b"dvc" in Path("/proc/1/cmdline").read_bytes():
+        pytest.skip("init is DVC here (a container): an orphan's new parent is DVC")
+    (tmp_path / "stage.py").write_text(ORPHAN, encoding="utf-8")
+    env = os.environ | {"DVC_STAGE": "train"}
+    cmd = [sys.executable, "-c", QUICK_LAUNCHER, "/bin/bash", f"{sys.executable} stage.py"]
+    launcher = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    # the launcher is gone at once, and the orphaned stage holds its output pipes: run() returns when the stage ends
+    # (before the fix it watched init instead, and slept its 60 s into this call's timeout)
+    assert launcher.returncode == 0
+    assert (launcher.stdout, launcher.stderr) == ("", "terminated\n")  # ended before main, with its one line
+
+
 def test_an_fft_longer_than_the_clip_is_refused_by_name(tmp_path: Path) -> None:
     _tiny_params(tmp_path, clip_seconds=0.1, train_hop_seconds=0.1, n_fft=4096)
     cmd = [sys.executable, str(ROOT / "stages/prepare.py"), "prepared"]

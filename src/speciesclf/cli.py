@@ -19,9 +19,9 @@ def run_stage(main: Callable[[], None]) -> None:
     Started by DVC, the stage gets SIGTERM when DVC dies, even by SIGKILL, so it never outlives DVC and writes an
     output nobody will record. ``SPECIESCLF_DEBUG=1`` re-raises input errors with their traceback.
     """
-    die_with_dvc()
     raise_on_signals()
     try:
+        die_with_dvc()  # may signal at once (DVC already gone): inside the try, so that ends with one line too
         main()
     except ParamsError as exc:
         print(f"params.yaml: {exc}", file=sys.stderr)

@@ -112,6 +112,9 @@ def die_with_dvc(sig: int = signal.SIGTERM) -> bool:
     if "DVC_STAGE" not in os.environ or not sys.platform.startswith("linux"):
         return False
     dvc = _launcher()
+    if _orphaned(dvc):  # DVC died while this stage was starting: act as the watch would have
+        os.kill(os.getpid(), sig)
+        return True
     try:
         pidfd = os.pidfd_open(dvc)
     except ProcessLookupError:
@@ -128,6 +131,21 @@ def die_with_dvc(sig: int = signal.SIGTERM) -> bool:
 def _signal_on_exit(pidfd: int, sig: int) -> None:
     select.select([pidfd], [], [])  # a process's pidfd becomes readable when the process exits
     os.kill(os.getpid(), sig)
+
+
+def _orphaned(launcher: int) -> bool:
+    """Whether the stage's launcher is gone already: its chain broke while read (0), or the stage was handed to init
+    (pid 1) — unless init is DVC itself, as in a container started with `dvc repro`. A subreaper that adopts
+    orphans (tini, systemd --user) is not recognised and is watched instead."""
+    if launcher == 0:
+        return True
+    if launcher != 1:
+        return False
+    try:
+        with open("/proc/1/cmdline", "rb") as f:
+            return b"dvc" not in f.read()
+    except OSError:
+        return True
 
 
 def _launcher() -> int:

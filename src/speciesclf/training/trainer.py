@@ -216,8 +216,8 @@ class Trainer:
 
     ``callbacks`` are called with each epoch's :class:`EpochStats` (a stage plugs dvclive in here); ``augment``
     transforms each training batch (:mod:`speciesclf.training.augment`; none by default), gain and background
-    through ``decibels``, the features' decibel scale; ``log`` receives one progress line per epoch (``None`` silences it). Under DDP every rank runs the same loop;
-    give callbacks and a log to rank 0 only.
+    through ``decibels``, the features' decibel scale; ``log`` receives one progress line per epoch (``None``
+    silences it). Under DDP every rank runs the same loop; give callbacks and a log to rank 0 only.
     """
 
     def __init__(
