@@ -7,8 +7,11 @@ import pytest
 import torch
 from torch import nn
 
+from speciesclf.data.audio import windows
+from speciesclf.features.frontends import LogMelExtractor
+from speciesclf.features.mfcc import FeatureConfig
 from speciesclf.models.cnn import AudioCNN
-from speciesclf.training.augment import AugmentConfig, Augmenter, Batch, DecibelScale
+from speciesclf.training.augment import AugmentConfig, Augmenter, Batch, DecibelScale, WindowChain
 from speciesclf.training.trainer import TrainConfig, Trainer
 
 
@@ -145,14 +148,65 @@ def test_gain_and_background_need_log_mel_features() -> None:
         Augmenter(AugmentConfig(background_prob=0.5))
 
 
+def test_a_window_continues_into_the_next_of_its_file_unless_that_is_the_file_s_last() -> None:
+    files = ["a"] * 4 + ["b"] * 2 + ["c"]
+    chain = WindowChain.from_windows(files, [0, 1, 2, 3, 0, 1, 0], hop_frames=5)
+    # a's last window is aligned to the recording's end: it may start less than a hop after a's third
+    assert chain.has_next.tolist() == [True, True, False, False, False, False, False]
+
+
+def test_a_random_crop_is_the_window_a_few_frames_later_in_the_recording() -> None:
+    """Against log-mels of the recording cut at the crop's own start, computed here independently."""
+    config = FeatureConfig(front_end="logmel", sample_rate=16000, clip_seconds=0.5, train_hop_seconds=0.25)
+    extract, hop, frames = LogMelExtractor(config), config.hop_length, config.frames  # 160 samples, 50 frames
+    t = np.arange(32000) / 16000
+    wave = (np.sin(2 * np.pi * (300 + 2000 * t) * t) + 0.1 * np.random.default_rng(0).standard_normal(t.size)) / 2
+    cut = windows(wave.astype(np.float32), config.clip_samples, 4000)  # every 25 frames
+    chain = WindowChain.from_windows(["r"] * len(cut), list(range(len(cut))), hop_frames=25)
+    x = torch.from_numpy(extract(cut))
+    torch.manual_seed(0)
+    offsets = set()
+    for _ in range(20):
+        idx = torch.arange(len(cut))
+        crops = chain.crop(x, idx)
+        for i in idx[chain.has_next].tolist():
+            # the crop of window i, against every window starting 0-24 frames after it: one matches
+            starts = [4000 * i + hop * o for o in range(25)]
+            truth = extract(np.stack([wave[s : s + config.clip_samples] for s in starts]).astype(np.float32))
+            error = np.abs(truth - crops[i].numpy())[:, :, 2:-2].max(axis=(1, 2))  # edges: the STFT's padding
+            offset = int(error.argmin())
+            seam = frames - offset  # where the next window's frames begin: its padding, like an edge
+            inner = np.r_[2 : max(2, seam - 2), seam + 2 : frames - 2]
+            assert np.abs(truth[offset][:, inner] - crops[i, :, inner].numpy()).max() < 1e-3
+            offsets.add(offset)
+        assert torch.equal(crops[~chain.has_next], x[~chain.has_next])  # the last two stay as cut
+    assert len(offsets) > 10  # fresh crops, not one fixed shift
+
+
+def test_a_random_crop_needs_the_window_order_and_a_hop_within_the_window() -> None:
+    x, y = np.zeros((8, 20, 48), np.float32), np.zeros(8, np.int64)
+    trainer = Trainer(
+        AudioCNN(2), config=TrainConfig(epochs=1, device="cpu"), log=None, augment=AugmentConfig(random_crop=True)
+    )
+    with pytest.raises(ValueError, match=r"^augment\.random_crop: needs the order of the training windows"):
+        trainer.fit(x, y, x, y)
+    wide = WindowChain.from_windows(["a"] * 8, list(range(8)), hop_frames=49)
+    with pytest.raises(ValueError, match=r"^augment\.random_crop: a training hop of 49 frames; expected 1 to 48$"):
+        trainer.fit(x, y, x, y, chain=wide)
+    short = WindowChain.from_windows(["a"] * 7, list(range(7)), hop_frames=24)
+    with pytest.raises(ValueError, match=r"^augment\.random_crop: the window order has 7 windows, not 8$"):
+        trainer.fit(x, y, x, y, chain=short)
+
+
 def _fit(augment: AugmentConfig | None) -> bytes:
     rng = np.random.default_rng(0)
     y = np.arange(64) % 2
     x = (rng.standard_normal((64, 20, 48)) + y[:, None, None]).astype(np.float32)
+    chain = WindowChain.from_windows([f"r{i // 8}" for i in range(64)], [i % 8 for i in range(64)], hop_frames=24)
     torch.manual_seed(0)
     config = TrainConfig(epochs=2, batch_size=16, warmup_epochs=1, device="cpu", precision="fp32", seed=0)
     trainer = Trainer(AudioCNN(2), config=config, log=None, augment=augment)
-    trainer.fit(x, y, x[:16], y[:16])
+    trainer.fit(x, y, x[:16], y[:16], chain=chain)
     return b"".join(t.numpy().tobytes() for t in trainer.model.state_dict().values())
 
 
@@ -162,3 +216,9 @@ def test_augmented_training_is_repeatable_and_differs_from_plain_training() -> N
     assert _fit(augment) == first  # same seed, same bytes
     assert _fit(None) != first
     assert _fit(None) == _fit(AugmentConfig())  # every knob off is no augmentation at all
+
+
+def test_training_on_random_crops_is_repeatable_and_differs_from_the_windows_as_cut() -> None:
+    first = _fit(AugmentConfig(random_crop=True))
+    assert _fit(AugmentConfig(random_crop=True)) == first
+    assert _fit(None) != first

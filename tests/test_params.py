@@ -86,6 +86,7 @@ def valid_params() -> dict[str, Any]:
             "seeds": [0, 1, 2],
         },
         "augment": {
+            "random_crop": True,
             "freq_mask": 8,
             "time_mask": 50,
             "masks": 2,
@@ -247,6 +248,8 @@ def test_unknown_top_level_key() -> None:
         ("phase3.seeds", [1, 1]),
         ("phase3.seeds", [1.5]),
         ("augment.masks", 0),
+        ("augment.random_crop", "yes"),
+        ("augment.random_crop", 1),
         ("augment.mixup_prob", 1.5),
         ("augment.time_shift", -1),
         ("augment.gain_db", -3.0),

@@ -44,7 +44,7 @@ def tiny_params(params: dict) -> dict:
     params["synthetic"].update(n_species=5, imbalance=3.0, clip_seconds=1.0)
     params["features"].update(clip_seconds=1.0, train_hop_seconds=1.0)
     params["train"].update(epochs=2, warmup_epochs=1, patience=2)
-    params["augment"].update(freq_mask=4, time_mask=10, time_shift=10, mixup_alpha=0.4)  # wired end to end
+    params["augment"].update(random_crop=True, freq_mask=4, time_mask=10, time_shift=10, mixup_alpha=0.4)  # wired
     return params
 
 
@@ -81,7 +81,7 @@ def test_repro_writes_every_metric_plot_and_report(repo: Path) -> None:
     assert summary["phase3"]["seeds"] == [42] and summary["phase3"]["window"]["f1_macro"]["std"] == 0.0
     phase3 = json.loads((repo / "models/phase3/seed_42/model.json").read_text())
     assert phase3["features"]["front_end"] == "logmel" and phase3["loss"]["name"] == "logit_adjusted"
-    assert phase3["augment"]["time_mask"] > 0 and phase3["train"]["seed"] == 42
+    assert phase3["augment"]["time_mask"] > 0 and phase3["augment"]["random_crop"] and phase3["train"]["seed"] == 42
     baseline = json.loads((repo / "models/baseline/model.json").read_text())
     assert baseline["features"]["front_end"] == "mfcc" and "augment" not in baseline  # the study's, untouched
     assert {"phase2a", "phase2b", "stretch"} <= set(summary["verdict"])

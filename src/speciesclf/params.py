@@ -151,6 +151,7 @@ SCHEMA: dict[str, Any] = {
         "seeds": Rule((list,), _seeds, "a non-empty list of distinct integers from 0 to 2**32 - 1"),
     },
     "augment": {
+        "random_crop": Rule((bool,), allowed="true or false"),
         "freq_mask": _int(0, 512),
         "time_mask": _int(0, 100000),
         "masks": _int(1, 16),

@@ -148,6 +148,16 @@ def load_split(features_dir: str | os.PathLike[str], split: str) -> tuple[np.nda
     norm = Standardizer.from_dict(read_json(d / "norm.json"))
     x = norm(np.load(d / f"{split}_x.npy", mmap_mode="r"))
     y = np.load(d / f"{split}_y.npy")
-    with open(d / f"{split}_windows.csv", newline="", encoding="utf-8") as f:
-        recordings = [row["recording_id"] for row in csv.DictReader(f)]
+    recordings = [row["recording_id"] for row in _windows(d, split)]
     return x, y, recordings
+
+
+def window_positions(features_dir: str | os.PathLike[str], split: str) -> tuple[list[str], list[int]]:
+    """The audio file of each window of one split and the window's position in it (0 = the file's first)."""
+    rows = _windows(Path(features_dir), split)
+    return [row["path"] for row in rows], [int(row["window"]) for row in rows]
+
+
+def _windows(features_dir: Path, split: str) -> list[dict[str, str]]:
+    with open(features_dir / f"{split}_windows.csv", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))

@@ -1,11 +1,18 @@
-"""On-the-fly augmentation of training batches ``(batch, bands, frames)``: SpecAugment masks, time shift, random
-gain, background from other windows, mixup.
+"""On-the-fly augmentation of training batches ``(batch, bands, frames)``: a random crop from the recording,
+SpecAugment masks, time shift, random gain, background from other windows, mixup.
 
 Applied by the :class:`~speciesclf.training.trainer.Trainer` to each training batch (never to validation or test),
 on the batch's device, from torch's seeded generator: the same params on the same machine give the same bytes.
 Each knob is off at 0, and a config with every knob off draws no random numbers, so a run without augmentation is
 exactly the run it was before augmentation existed.
 
+- **Random crop**: each example becomes a new window of its recording, starting up to one training hop later
+  (``random_crop``). The features of a longer recording are its windows, cut every training hop; a window and the
+  next one of the same recording together hold the frames of every window that starts between them, so the crop
+  is taken from those two (:class:`WindowChain`), a fresh one each epoch. Exact up to the STFT's padding at window
+  edges (a frame within ``n_fft / 2`` of an edge saw reflected samples). A window without a next one at a full hop
+  stays as it is: the last of a recording, and the one before it too, since the last window is aligned to the
+  recording's end and may start less than a hop on.
 - **Frequency and time masks** (SpecAugment, Park et al. 2019): ``masks`` bands of up to ``freq_mask`` rows and
   ``masks`` spans of up to ``time_mask`` frames, drawn per example (torchaudio's ``FrequencyMasking`` and
   ``TimeMasking`` with ``iid_masks``), set to 0: the training mean, since features are standardised.
@@ -32,13 +39,14 @@ from dataclasses import dataclass
 import torch
 import torchaudio
 
-__all__ = ["AugmentConfig", "Augmenter", "Batch", "DecibelScale"]
+__all__ = ["AugmentConfig", "Augmenter", "Batch", "DecibelScale", "WindowChain"]
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """The ``augment`` params; every knob 0 = off."""
+    """The ``augment`` params; every knob 0 (or false) = off."""
 
+    random_crop: bool = False  # a new window of the recording per epoch, up to one training hop later
     freq_mask: int = 0  # widest frequency mask, in bands
     time_mask: int = 0  # widest time mask, in frames
     masks: int = 1  # masks of each kind per example
@@ -68,7 +76,14 @@ class AugmentConfig:
 
     @property
     def enabled(self) -> bool:
-        return bool(self.freq_mask or self.time_mask or self.time_shift or self.mixup_alpha or self.in_decibels)
+        return bool(
+            self.random_crop
+            or self.freq_mask
+            or self.time_mask
+            or self.time_shift
+            or self.mixup_alpha
+            or self.in_decibels
+        )
 
     @property
     def in_decibels(self) -> bool:
@@ -94,6 +109,45 @@ class AugmentConfig:
 
 def _snr_range(snr: tuple[float, ...]) -> bool:
     return len(snr) == 2 and snr[0] <= snr[1]
+
+
+@dataclass(frozen=True)
+class WindowChain:
+    """How a split's windows continue one another: ``has_next[i]`` when window ``i + 1`` is the same recording's
+    window starting ``hop_frames`` frames after window ``i`` (a training hop, at most one window)."""
+
+    has_next: torch.Tensor  # (windows,) bool
+    hop_frames: int
+
+    @classmethod
+    def from_windows(cls, files: list[str], positions: list[int], hop_frames: int) -> WindowChain:
+        """From each window's file and position in it, in split order (the feature store's ``windows.csv``).
+
+        The last two windows of a file have no next one at a full hop (see the module doc).
+        """
+        n = len(files)
+        has_next = [i + 2 < n and files[i + 2] == files[i] and positions[i + 2] == positions[i] + 2 for i in range(n)]
+        return cls(torch.tensor(has_next, dtype=torch.bool), hop_frames)
+
+    def check_input(self, windows: int, frames: int) -> None:
+        if len(self.has_next) != windows:
+            raise ValueError(f"augment.random_crop: the window order has {len(self.has_next)} windows, not {windows}")
+        if not 0 < self.hop_frames <= frames:
+            raise ValueError(f"augment.random_crop: a training hop of {self.hop_frames} frames; expected 1 to {frames}")
+
+    def to(self, device: torch.device) -> WindowChain:
+        return WindowChain(self.has_next.to(device), self.hop_frames)
+
+    def crop(self, windows: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Windows ``windows[idx]`` ``(batch, bands, frames)`` each moved on by a random ``o`` in
+        ``[0, hop_frames)`` frames, the frames past the end coming from the next window (``o = 0`` without one)."""
+        x = windows[idx]
+        n, bands, frames = x.shape
+        offset = torch.randint(0, self.hop_frames, (n,), device=x.device) * self.has_next[idx]  # drawn for all
+        tail = windows[(idx + 1).clamp(max=len(windows) - 1), :, frames - self.hop_frames :]
+        joined = torch.cat([x, tail], dim=-1)  # from x's start to the next window's end: the next starts a hop in
+        index = offset[:, None] + torch.arange(frames, device=x.device)  # (batch, frames)
+        return torch.gather(joined, -1, index[:, None, :].expand(n, bands, frames))
 
 
 @dataclass(frozen=True)
@@ -137,6 +191,7 @@ class Augmenter:
         self.time_masking = torchaudio.transforms.TimeMasking(config.time_mask, iid_masks=True)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> Batch:
+        """Augment a batch (a random crop is the Trainer's: it needs the next windows, see :class:`WindowChain`)."""
         cfg = self.config
         if not cfg.enabled:
             return Batch(x, y)

@@ -12,12 +12,12 @@ import torch
 from torch import nn
 
 from speciesclf.choices import LOSSES
-from speciesclf.features.store import load_split
+from speciesclf.features.store import load_split, window_positions
 from speciesclf.files import read_json
 from speciesclf.models.cnn import build_model
 from speciesclf.models.losses import BalancedSoftmaxLoss, ClassWeightedCrossEntropy, FocalLoss, LogitAdjustedLoss
 from speciesclf.training import distributed
-from speciesclf.training.augment import AugmentConfig, DecibelScale
+from speciesclf.training.augment import AugmentConfig, DecibelScale, WindowChain
 from speciesclf.training.checkpoint import TrainingState, code_files, fingerprint
 from speciesclf.training.trainer import EpochStats, TrainConfig, Trainer
 
@@ -96,7 +96,8 @@ def train_model(
     if state_dir is not None:
         run = {"model": model_name, "loss": loss, "train": asdict(config), "device": str(trainer.device), **augmented}
         state = TrainingState(state_dir, _fingerprint(run, features_dir, code), log=log)
-    result = trainer.fit(x_train, y_train, x_val, y_val, state=state)
+    chain = _window_chain(features_dir) if augment is not None and augment.random_crop else None
+    result = trainer.fit(x_train, y_train, x_val, y_val, state=state, chain=chain)
     card = {
         "model": model_name,
         "species": labels["species"],
@@ -125,6 +126,13 @@ def _decibel_scale(features_dir: Path, augment: AugmentConfig) -> DecibelScale:
     augment.check_front_end(read_json(features_dir / "features.json")["front_end"])
     norm = read_json(features_dir / "norm.json")
     return DecibelScale(torch.tensor(norm["mean"]), torch.tensor(norm["std"]))
+
+
+def _window_chain(features_dir: Path) -> WindowChain:
+    """How the training windows continue one another, for a random crop: the training hop in frames."""
+    feats = read_json(features_dir / "features.json")
+    hop_frames = round(feats["train_hop_seconds"] * feats["sample_rate"] / feats["hop_length"])
+    return WindowChain.from_windows(*window_positions(features_dir, "train"), hop_frames)
 
 
 def _fingerprint(run: dict[str, Any], features_dir: Path, code: Sequence[str | os.PathLike[str]]) -> str:

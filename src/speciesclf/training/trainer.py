@@ -209,6 +209,7 @@ class _Run:
     sched: torch.optim.lr_scheduler.LRScheduler
     shuffle: torch.Generator  # owns the shuffling, independent of dropout's stream
     per_rank: int  # samples each rank walks per epoch (DistributedSampler pads every shard to this length)
+    chain: WindowChain | None  # the windows' order, on the device, for a random crop (None: windows as cut)
 
 
 class Trainer:
@@ -251,18 +252,24 @@ class Trainer:
         x_val: np.ndarray,
         y_val: np.ndarray,
         state: TrainingState | None = None,
+        chain: WindowChain | None = None,
     ) -> TrainResult:
         """Train; leave the model with the weights of the epoch with the best validation macro-F1.
 
         With a ``state``, the run is saved there after every epoch and continues from the last saved epoch when
         one is there (the callbacks are first given the saved epochs again, so curves run on unbroken).
+        ``chain``, how the training windows continue one another, is what ``augment.random_crop`` crops from.
         """
         cfg = self.config
         if len(x_train) == 0 or len(x_val) == 0:
             raise ValueError(f"need non-empty training and validation sets, got {len(x_train)} and {len(x_val)}")
         self.augment.config.check_input(*x_train.shape[1:3])
+        if self.augment.config.random_crop:
+            if chain is None:
+                raise ValueError("augment.random_crop: needs the order of the training windows (a WindowChain)")
+            chain.check_input(len(x_train), x_train.shape[2])
         seed_all(cfg.seed)
-        run = self._start(x_train, y_train)
+        run = self._start(x_train, y_train, chain if self.augment.config.random_crop else None)
         best, history = _Best(), []
         saved = state.load(self.device) if state is not None else None
         spent = self._resume(run, best, history, saved) if saved is not None else 0.0
@@ -293,7 +300,7 @@ class Trainer:
         )
 
     # -- the steps of fit, in order ----------------------------------------------------------------------------
-    def _start(self, x_train: np.ndarray, y_train: np.ndarray) -> _Run:
+    def _start(self, x_train: np.ndarray, y_train: np.ndarray, chain: WindowChain | None) -> _Run:
         cfg = self.config
         shuffle = torch.Generator().manual_seed(cfg.seed)
         x = torch.as_tensor(x_train, dtype=torch.float32).to(self.device)
@@ -310,7 +317,7 @@ class Trainer:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: self._lr_factor(s, steps_per_epoch))
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        return _Run(x, y, net, opt, sched, shuffle, per_rank)
+        return _Run(x, y, net, opt, sched, shuffle, per_rank, chain.to(self.device) if chain is not None else None)
 
     def _train_epoch(self, run: _Run, epoch: int) -> float:
         """One pass over this rank's share of the training split; returns the mean loss over all ranks."""
@@ -335,7 +342,8 @@ class Trainer:
     def _step(self, run: _Run, idx: torch.Tensor) -> torch.Tensor:
         """Forward, backward and an optimiser step on one (augmented) batch; a non-finite loss is returned before
         any update."""
-        batch = self.augment(run.x[idx], run.y[idx])
+        x = run.chain.crop(run.x, idx) if run.chain is not None else run.x[idx]  # a random crop needs the next window
+        batch = self.augment(x, run.y[idx])
         with self._autocast():
             logits = run.net(batch.x)
         loss = batch.loss(self.loss_fn, logits.float())  # the loss in fp32 whatever the forward's dtype
