@@ -26,6 +26,7 @@ from speciesclf.data.sources import walk
 from speciesclf.features.frontends import extractor
 from speciesclf.files import csv_text, write_text
 from speciesclf.models.saved import load_model
+from speciesclf.progress import note, progress
 
 __all__ = ["COLUMNS", "Predictor", "main", "predict_file"]
 
@@ -133,11 +134,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m speciesclf.pr
     for folder in empty:
         print(f"skipped {folder}: a folder with no files", file=sys.stderr)
     rows, n_ok, n_skipped = [], 0, len(empty)
-    for path in files:
+    for path in progress(files, "predict", "file"):
         file_rows = predict_file(predictor, path, args.top_k)
         if file_rows[0][1] == "skipped":
             n_skipped += 1
-            print(f"skipped {path}: {file_rows[0][-1]}", file=sys.stderr)
+            note(f"skipped {path}: {file_rows[0][-1]}")
         else:
             n_ok += 1
         rows += file_rows

@@ -18,6 +18,7 @@ from speciesclf.data.audio import window_starts
 from speciesclf.data.manifest import SPLITS, Clip, assign_splits, read_manifest, write_manifest
 from speciesclf.data.sources import FileCheck, check_file, collect_csv, collect_folder
 from speciesclf.files import atomic_dir, write_json
+from speciesclf.progress import progress
 
 __all__ = ["prepare"]
 
@@ -49,7 +50,7 @@ def _check_files(
 ) -> tuple[list[Clip], dict[str, FileCheck], list[dict[str, Any]]]:
     """Decode every file: the usable clips, their checks, and the skipped ones with a reason each."""
     usable, checks, skipped = [], {}, []
-    for clip in clips:
+    for clip in progress(clips, "prepare: decode", "file"):
         check = check_file(base / clip.path)
         if not check.ok:
             if on_error == "fail":

@@ -28,8 +28,9 @@ from speciesclf.data.manifest import SPLITS, Clip, read_manifest
 from speciesclf.features.frontends import Extractor, extractor
 from speciesclf.features.mfcc import FeatureConfig, Standardizer
 from speciesclf.files import read_json, save_npy, write_csv, write_json
+from speciesclf.progress import progress
 
-__all__ = ["featurize", "load_split"]
+__all__ = ["featurize", "load_split", "window_positions"]
 
 
 @functools.lru_cache(maxsize=4)
@@ -125,7 +126,8 @@ def _featurize_split(
     hop = max(1, round(hop_seconds * config.sample_rate))
     feats, ys, rows = [], [], []
     jobs = [(_resolve(base, c.path), hop) for c in clips]
-    for clip, f in zip(clips, _map_recordings(jobs, config, workers), strict=True):
+    done = progress(_map_recordings(jobs, config, workers), f"featurize {split}", "recording", total=len(jobs))
+    for clip, f in zip(clips, done, strict=True):
         feats.append(f)
         ys += [index[clip.label]] * len(f)
         rows += [(clip.recording_id, clip.path, k) for k in range(len(f))]

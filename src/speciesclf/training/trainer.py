@@ -29,8 +29,9 @@ from sklearn.metrics import f1_score
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from speciesclf.progress import progress
 from speciesclf.training import distributed
-from speciesclf.training.augment import AugmentConfig, Augmenter, DecibelScale
+from speciesclf.training.augment import AugmentConfig, Augmenter, DecibelScale, WindowChain
 from speciesclf.training.checkpoint import TrainingState
 
 __all__ = [
@@ -328,7 +329,10 @@ class Trainer:
         else:
             order = torch.randperm(n, generator=run.shuffle).to(self.device)
         loss_sum = torch.zeros((), device=self.device)
-        for batch, start in enumerate(range(0, len(order), cfg.batch_size)):
+        starts = range(0, len(order), cfg.batch_size)
+        if self.log is not None:  # a bar once an epoch takes a while (the log's epoch line says how it ended)
+            starts = progress(starts, f"epoch {epoch}", "batch", delay=5.0)
+        for batch, start in enumerate(starts):
             idx = order[start : start + cfg.batch_size]
             if len(idx) < 2 and n > 1:
                 continue  # batch norm cannot train on a lone sample; it is seen again next epoch
