@@ -105,6 +105,8 @@ def valid_params() -> dict[str, Any]:
             "phase2b_min_f1_macro": 0.20,
             "stretch_min_accuracy": 0.50,
             "stretch_min_f1_macro": 0.25,
+            "min_f1_rare": 0.05,
+            "stretch_min_f1_rare": 0.1,
         },
     }
 

@@ -15,6 +15,8 @@ TARGETS = {
     "phase2b_min_f1_macro": 0.2,
     "stretch_min_accuracy": 0.5,
     "stretch_min_f1_macro": 0.25,
+    "min_f1_rare": 0.05,
+    "stretch_min_f1_rare": 0.1,
 }
 
 
@@ -64,3 +66,30 @@ def test_the_ensemble_is_a_row_after_phase3_with_its_members_named() -> None:
     assert "averages the window probabilities of phase2b, phase3/seed_7" in report
     assert "recording accuracy 0.900, macro-F1 0.700" in report
     assert "## Ensemble" not in render_markdown(_summary([7], [_run(0.5, 0.4, 0.2)]))
+
+
+def _stable(collapsed: bool, signs: list[str] = ()) -> dict:
+    return {"stability": {"collapsed": collapsed, "signs": list(signs)}}
+
+
+def test_the_go_no_go_judges_every_row_of_the_study_s_table_strictly() -> None:
+    metrics = {
+        "baseline": _run(0.3, 0.1, 0.0) | _stable(False),
+        "phase2a": _run(0.41, 0.15, 0.06) | _stable(False),  # F1 exactly at 0.15: "> 0.15" fails
+        "phase2b": _run(0.45, 0.22, 0.04) | _stable(True, ["concentrated"]),
+    }
+    per_class = {"baseline": [{"species": "a", "train_count": 3, "support": 1, "f1": 0.0}]}
+    verdict = build_summary(metrics, per_class, [], TARGETS)["verdict"]
+    judged = {phase: [(c["metric"], c["pass"]) for c in verdict[phase]["checks"]] for phase in ("phase2a", "phase2b")}
+    assert judged == {
+        "phase2a": [("accuracy", True), ("f1_macro", False), ("f1_rare", True), ("stability", True)],
+        "phase2b": [("f1_macro", True), ("f1_macro", True), ("f1_rare", False), ("stability", False)],
+    }
+    assert verdict["phase2b"]["checks"][1]["target"] == 0.15  # 2B beats 2A: 2A's own F1 is the target
+    assert verdict["stretch"]["checks"][0]["run"] == "phase2b" and not verdict["stretch"]["go"]
+    assert verdict["collapsed"] == ["phase2b"]
+    report = render_markdown(build_summary(metrics, per_class, [], TARGETS))
+    assert "phase2a f1_macro 0.150 > 0.15: fail" in report
+    assert "phase2b f1_macro 0.220 > phase2a's 0.150: pass" in report
+    assert "phase2b stable (concentrated): fail" in report and "phase2a stable (no sign of collapse): pass" in report
+    assert "): phase2b." in report  # the collapsed runs, after the rule

@@ -174,6 +174,8 @@ SCHEMA: dict[str, Any] = {
         "phase2b_min_f1_macro": _num(0, 1),
         "stretch_min_accuracy": _num(0, 1),
         "stretch_min_f1_macro": _num(0, 1),
+        "min_f1_rare": _num(0, 1),
+        "stretch_min_f1_rare": _num(0, 1),
     },
 }
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from speciesclf.evaluation.metrics import HEADLINE, classification_metrics, per_class_table
+from speciesclf.evaluation.stability import stability
 from speciesclf.features.store import load_split
 from speciesclf.files import atomic_dir, read_json, write_json
 from speciesclf.models.saved import CARD, SavedModel, load_model
@@ -92,15 +93,21 @@ def _window_probabilities(model: SavedModel, features_dir: Path, split: str, bat
 
 
 def score_probabilities(
-    windows: _Windows, species: list[str], train_counts: Sequence[int], rare_threshold: int
+    windows: _Windows,
+    species: list[str],
+    train_counts: Sequence[int],
+    rare_threshold: int,
+    history: Sequence[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Window- and recording-level metrics, the per-species table and the confusion pairs of some probabilities."""
+    """Window- and recording-level metrics, the stability verdict (``history``: the run's epochs, None for an
+    ensemble), the per-species table and the confusion pairs of some probabilities."""
     proba, y = windows.proba, windows.y
     rec_proba, rec_y = _recording_level(proba, y, windows.recordings)
     recording = classification_metrics(rec_y, rec_proba, train_counts, rare_threshold)
     return {
         "window": classification_metrics(y, proba, train_counts, rare_threshold),
         "recording": {**recording, "n_recordings": len(rec_y)},
+        "stability": stability(y, proba.argmax(1), history),
         "per_class": per_class_table(y, proba, species, train_counts),
         "confusion": [{"actual": species[a], "predicted": species[p]} for a, p in zip(y, proba.argmax(1), strict=True)],
     }
@@ -121,8 +128,9 @@ def evaluate_model(
         windows = _window_probabilities(model, Path(features_dir), split, batch_size, tau)
     except ValueError as exc:
         raise ValueError(f"{model_dir}: {exc}") from None
-    scores = score_probabilities(windows, model.species, model.card["train_counts"], rare_threshold)
-    return {**scores, "training": {k: model.card[k] for k in ("best_epoch", "epochs_run", "stopped_early")}}
+    card = model.card
+    scores = score_probabilities(windows, model.species, card["train_counts"], rare_threshold, card["history"])
+    return {**scores, "training": {k: card[k] for k in ("best_epoch", "epochs_run", "stopped_early")}}
 
 
 def feature_store_of(model_dir: str | os.PathLike[str], stores: Sequence[str | os.PathLike[str]]) -> Path:
@@ -171,7 +179,8 @@ def save_scores(
     """Write a run's scores; returns what went to ``metrics_file``.
 
     ``metrics_file`` (git-tracked, read by ``dvc metrics``): the headline window-level scores at the top, then
-    ``facts`` (training facts, members), ``window`` and ``recording``. ``scores_dir`` (a stage output, written
+    ``facts`` (training facts, members), ``stability`` (:mod:`speciesclf.evaluation.stability`), ``window`` and
+    ``recording``. ``scores_dir`` (a stage output, written
     whole): the same without the wall-clock ``train_seconds`` (scores.json, so identical runs hash the same), the
     per-species table and the confusion pairs (DVC plots).
     """
@@ -180,6 +189,7 @@ def save_scores(
         **{k: window[k] for k in HEADLINE},
         "n_test": window["n_test"],
         **facts,
+        "stability": result["stability"],
         "window": window,
         "recording": result["recording"],
     }

@@ -22,26 +22,46 @@ def _delta(a: float | None, b: float | None) -> float | None:
 
 
 def _verdict(models: dict[str, Any], targets: dict[str, float]) -> dict[str, Any]:
-    def check(run: str, key: str, threshold: float) -> dict[str, Any]:
+    """The study's success table, every row judged: a check is passed when its value is strictly above the target
+    (the study wrote ">"), or for stability when the run did not collapse."""
+
+    def check(run: str, key: str, threshold: float | None, target_run: str | None = None) -> dict[str, Any]:
         value = models.get(run, {}).get(key)
-        passed = value is not None and value > threshold
-        return {"run": run, "metric": key, "value": value, "target": threshold, "pass": passed}
+        passed = value is not None and threshold is not None and value > threshold
+        target = {"target_run": target_run} if target_run else {}
+        return {"run": run, "metric": key, "value": value, "target": threshold, **target, "pass": passed}
+
+    def stable(run: str) -> dict[str, Any]:
+        verdict = models.get(run, {}).get("stability")
+        value = None if verdict is None else ", ".join(verdict["signs"]) or "no sign of collapse"
+        passed = verdict is not None and not verdict["collapsed"]
+        return {"run": run, "metric": "stability", "value": value, "target": "not collapsed", "pass": passed}
 
     phase2a = [
         check("phase2a", "accuracy", targets["phase2a_min_accuracy"]),
         check("phase2a", "f1_macro", targets["phase2a_min_f1_macro"]),
+        check("phase2a", "f1_rare", targets["min_f1_rare"]),
+        stable("phase2a"),
     ]
-    phase2b = [check("phase2b", "f1_macro", targets["phase2b_min_f1_macro"])]
+    phase2b = [
+        check("phase2b", "f1_macro", targets["phase2b_min_f1_macro"]),
+        check("phase2b", "f1_macro", models.get("phase2a", {}).get("f1_macro"), target_run="phase2a"),
+        check("phase2b", "f1_rare", targets["min_f1_rare"]),
+        stable("phase2b"),
+    ]
     best = max(models, key=lambda r: models[r].get("f1_macro") or 0.0)
     stretch = [
         check(best, "accuracy", targets["stretch_min_accuracy"]),
         check(best, "f1_macro", targets["stretch_min_f1_macro"]),
+        check(best, "f1_rare", targets["stretch_min_f1_rare"]),
+        stable(best),
     ]
     return {
         "phase2a": {"go": all(c["pass"] for c in phase2a), "checks": phase2a},
         "phase2b": {"go": all(c["pass"] for c in phase2b), "checks": phase2b},
         "stretch": {"go": all(c["pass"] for c in stretch), "checks": stretch},
         "best_run": best,
+        "collapsed": sorted(run for run, m in models.items() if m.get("stability", {}).get("collapsed")),
     }
 
 
@@ -234,12 +254,25 @@ def _species_table(rows: list[dict[str, Any]], all_species: bool) -> list[str]:
 def _verdict_lines(verdict: dict[str, Any]) -> list[str]:
     out = ["", "## Go / no-go against the study's targets", ""]
     for phase in ("phase2a", "phase2b", "stretch"):
-        checks = "; ".join(
-            f"{c['run']} {c['metric']} {_fmt(c['value'])} > {c['target']}: {'pass' if c['pass'] else 'fail'}"
-            for c in verdict[phase]["checks"]
-        )
+        checks = "; ".join(_check_text(c) for c in verdict[phase]["checks"])
         out.append(f"- **{phase}: {'GO' if verdict[phase]['go'] else 'NO-GO'}** — {checks}")
+    collapsed = ", ".join(verdict.get("collapsed", [])) or "none"
+    out += ["", f"Collapsed runs ({_STABILITY_RULE}): {collapsed}."]
     return out
+
+
+_STABILITY_RULE = (
+    "a non-finite loss, a last validation macro-F1 under half its best, or over half the test predictions on one "
+    "species that holds under half as much of the test set"
+)
+
+
+def _check_text(c: dict[str, Any]) -> str:
+    result = "pass" if c["pass"] else "fail"
+    if c["metric"] == "stability":
+        return f"{c['run']} stable ({_fmt(c['value'])}): {result}"
+    target = f"{c['target_run']}'s {_fmt(c['target'])}" if "target_run" in c else c["target"]
+    return f"{c['run']} {c['metric']} {_fmt(c['value'])} > {target}: {result}"
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m speciesclf.evaluation.report") -> int:
