@@ -27,7 +27,8 @@ def main() -> None:
     metrics = {run: read_json(Path(args.metrics) / f"{run}.json") for run in runs}
     with_species = [*PHASES, *phase3_runs(seeds), ENSEMBLE]
     per_class = {run: read_json(Path(args.scores) / run / "per_class.json") for run in with_species}
-    summary = build_summary(metrics, per_class, gammas, params["report"], seeds=seeds)
+    gamma = params["loss"]["gamma"]
+    summary = build_summary(metrics, per_class, gammas, params["report"], seeds=seeds, default_gamma=gamma)
     write_json(args.summary, summary)
     write_text(args.markdown, render_markdown(summary))
     v = summary["verdict"]

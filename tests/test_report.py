@@ -93,3 +93,23 @@ def test_the_go_no_go_judges_every_row_of_the_study_s_table_strictly() -> None:
     assert "phase2b f1_macro 0.220 > phase2a's 0.150: pass" in report
     assert "phase2b stable (concentrated): fail" in report and "phase2a stable (no sign of collapse): pass" in report
     assert "): phase2b." in report  # the collapsed runs, after the rule
+
+
+def test_the_best_gamma_is_chosen_on_validation_and_named_with_the_command_when_it_is_not_the_default() -> None:
+    def swept(val: float, test_f1: float) -> dict:
+        return _run(0.4, test_f1, 0.05) | {"best_val_f1_macro": val}
+
+    metrics = {"baseline": _run(0.3, 0.1, 0.0)} | {
+        "gamma_sweep/gamma_1.0": swept(0.20, 0.30),  # best on test, not on validation: not chosen
+        "gamma_sweep/gamma_2.0": swept(0.25, 0.15),
+        "gamma_sweep/gamma_3.0": swept(0.25, 0.20),  # ties 2.0 on validation: the smaller γ wins
+    }
+    per_class = {"baseline": [{"species": "a", "train_count": 3, "support": 1, "f1": 0.0}]}
+    summary = build_summary(metrics, per_class, [1.0, 2.0, 3.0], TARGETS, default_gamma=1.0)
+    best = summary["best_gamma"]
+    assert (best["gamma"], best["val_f1_macro"], best["f1_macro"], best["differs"]) == (2.0, 0.25, 0.15, True)
+    report = render_markdown(summary)
+    assert "| 2.0 | 0.250 | 0.400 | 0.150 | 0.050 | 0.150 |" in report  # val F1, then test: rare and common F1
+    assert "Best γ on validation macro-F1: **2.0**" in report and "`dvc exp run -S loss.gamma=2.0` re-runs" in report
+    same = render_markdown(build_summary(metrics, per_class, [1.0, 2.0, 3.0], TARGETS, default_gamma=2.0))
+    assert "It is `loss.gamma` already." in same and "dvc exp run" not in same

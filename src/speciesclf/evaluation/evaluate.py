@@ -130,7 +130,8 @@ def evaluate_model(
         raise ValueError(f"{model_dir}: {exc}") from None
     card = model.card
     scores = score_probabilities(windows, model.species, card["train_counts"], rare_threshold, card["history"])
-    return {**scores, "training": {k: card[k] for k in ("best_epoch", "epochs_run", "stopped_early")}}
+    training = ("best_epoch", "epochs_run", "stopped_early", "best_val_f1_macro")  # validation: what choices use
+    return {**scores, "training": {k: card[k] for k in training}}
 
 
 def feature_store_of(model_dir: str | os.PathLike[str], stores: Sequence[str | os.PathLike[str]]) -> Path:

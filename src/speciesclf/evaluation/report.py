@@ -72,12 +72,15 @@ def build_summary(
     targets: dict[str, float],
     n_rarest: int = 10,
     seeds: Sequence[int] = (),
+    default_gamma: float | None = None,
 ) -> dict[str, Any]:
-    """``metrics``: run → metrics/<run>.json; ``per_class``: run → its per-species table; ``seeds``: Phase 3's."""
+    """``metrics``: run → metrics/<run>.json; ``per_class``: run → its per-species table; ``seeds``: Phase 3's;
+    ``default_gamma``: ``loss.gamma``, which Phases 2A and 2B train with."""
     base = metrics["baseline"]
     deltas = {run: {k: _delta(m.get(k), base.get(k)) for k in HEADLINE} for run, m in metrics.items()}
     sweep = [
-        {"gamma": g, **{k: metrics[sweep_run(g)].get(k) for k in ("accuracy", "f1_macro", "f1_rare")}}
+        {"gamma": g, "val_f1_macro": metrics[sweep_run(g)].get("best_val_f1_macro")}
+        | {k: metrics[sweep_run(g)].get(k) for k in ("accuracy", "f1_macro", "f1_rare", "f1_common")}
         for g in gammas
         if sweep_run(g) in metrics
     ]
@@ -92,10 +95,26 @@ def build_summary(
         "models": metrics,
         "delta_vs_baseline": deltas,
         "gamma_sweep": sweep,
+        "best_gamma": _best_gamma(sweep, default_gamma),
         PHASE3: _over_seeds(metrics, seeds),
         "rarest_species": species[:n_rarest],
         "per_species_f1": species,  # every species, rarest first
         "verdict": _verdict(metrics, targets),
+    }
+
+
+def _best_gamma(sweep: list[dict[str, Any]], default_gamma: float | None) -> dict[str, Any] | None:
+    """The sweep's γ with the best validation macro-F1 (the smaller γ on a tie), never chosen on test."""
+    judged = [s for s in sweep if s["val_f1_macro"] is not None]
+    if not judged:
+        return None
+    best = max(judged, key=lambda s: (s["val_f1_macro"], -s["gamma"]))
+    differs = default_gamma is not None and best["gamma"] != default_gamma
+    return {
+        **best,
+        "default_gamma": default_gamma,
+        "differs": differs,
+        "command": f"dvc exp run -S loss.gamma={best['gamma']}",
     }
 
 
@@ -148,7 +167,7 @@ def render_markdown(
     out = [f"# {title}", "", preamble, ""]
     out += _models_table(models, summary["delta_vs_baseline"])
     out += _recording_table(models)
-    out += _gamma_table(summary["gamma_sweep"])
+    out += _gamma_table(summary["gamma_sweep"], summary.get("best_gamma"))
     out += _seeds_table(summary.get(PHASE3, {}))
     out += _ensemble_lines(models.get(ENSEMBLE))
     out += _species_table(summary["per_species_f1"] if all_species else summary["rarest_species"], all_species)
@@ -187,19 +206,32 @@ def _recording_table(models: dict[str, Any]) -> list[str]:
     ]
 
 
-def _gamma_table(sweep: list[dict[str, Any]]) -> list[str]:
+def _gamma_table(sweep: list[dict[str, Any]], best: dict[str, Any] | None) -> list[str]:
     if not sweep:
         return []
     out = [
         "",
         "## γ sensitivity (AudioCNN + focal loss)",
         "",
-        "| γ | accuracy | macro-F1 | rare F1 |",
-        "|---|---|---|---|",
+        "| γ | val macro-F1 | accuracy | macro-F1 | rare F1 | common F1 |",
+        "|---|---|---|---|---|---|",
     ]
-    return out + [
-        f"| {s['gamma']} | {_fmt(s['accuracy'])} | {_fmt(s['f1_macro'])} | {_fmt(s['f1_rare'])} |" for s in sweep
+    out += [
+        f"| {s['gamma']} | {_fmt(s['val_f1_macro'])} | {_fmt(s['accuracy'])} | {_fmt(s['f1_macro'])} "
+        f"| {_fmt(s['f1_rare'])} | {_fmt(s['f1_common'])} |"
+        for s in sweep
     ]
+    if best is None:
+        return out
+    line = (
+        f"Best γ on validation macro-F1: **{best['gamma']}** ({_fmt(best['val_f1_macro'])}; on test, macro-F1 "
+        f"{_fmt(best['f1_macro'])}, rare {_fmt(best['f1_rare'])}, common {_fmt(best['f1_common'])})."
+    )
+    if best["differs"]:
+        line += f" Phases 2A and 2B train with `loss.gamma` {best['default_gamma']}; `{best['command']}` re-runs them."
+    elif best["default_gamma"] is not None:
+        line += " It is `loss.gamma` already."
+    return [*out, "", line]
 
 
 def _seeds_table(phase3: dict[str, Any]) -> list[str]:
