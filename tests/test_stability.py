@@ -45,3 +45,10 @@ def test_a_run_that_fell_back_or_diverged_collapsed() -> None:
     assert stability(Y, Y, _epochs([0.1, 0.6, 0.31]))["signs"] == []
     assert stability(Y, Y, _epochs([0.3, 0.3], loss=math.nan))["signs"] == ["diverged"]
     assert "best_val_f1_macro" not in stability(Y, Y, None)  # an ensemble: no history to judge
+
+
+def test_a_run_whose_training_diverged_collapsed_and_says_where() -> None:
+    where = "non-finite training loss (nan) at epoch 3, batch 7"
+    verdict = stability(Y, Y, _epochs([0.3, 0.4]), diverged=where)  # its kept epochs look fine: it still collapsed
+    assert verdict["collapsed"] and verdict["signs"] == ["diverged"] and verdict["diverged_at"] == where
+    assert stability(Y, Y, [], diverged=where)["signs"] == ["diverged"]  # diverged before an epoch finished

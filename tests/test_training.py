@@ -219,33 +219,63 @@ def test_lr_factor_shape() -> None:
     assert min(factors) >= 0.05
 
 
-class NaNAtSecondBatch(nn.Module):
-    """Cross-entropy, except that the second call returns NaN."""
+class NaNFromCall(nn.Module):
+    """Cross-entropy, except that every call from the ``first``-th on (1-based) returns NaN."""
 
-    def __init__(self) -> None:
+    def __init__(self, first: int) -> None:
         super().__init__()
-        self.calls = 0
+        self.first, self.calls = first, 0
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         self.calls += 1
         loss = F.cross_entropy(logits, target)
-        return loss * float("nan") if self.calls == 2 else loss
+        return loss * float("nan") if self.calls >= self.first else loss
 
 
-def test_non_finite_loss_stops_with_epoch_and_batch() -> None:
+def _fit_diverging(first_nan_call: int) -> tuple[Trainer, TrainResult, list[dict], list[str]]:
+    """AudioCNN, 3 batches an epoch, whose loss turns NaN at the given call; the weights after every epoch."""
+    x_train, y_train = _data(48, seed=0)
+    x_val, y_val = _data(16, seed=1)
+    config = TrainConfig(epochs=4, batch_size=16, warmup_epochs=0, patience=10, device="cpu", precision="fp32")
+    torch.manual_seed(0)
+    trainer = Trainer(AudioCNN(N_CLASSES), NaNFromCall(first_nan_call), config, log=(lines := []).append)
+    weights = [{k: v.clone() for k, v in trainer.model.state_dict().items()}]  # epoch 0: the initial weights
+    trainer.callbacks.append(lambda _: weights.append({k: v.clone() for k, v in trainer.model.state_dict().items()}))
+    return trainer, trainer.fit(x_train, y_train, x_val, y_val), weights, lines
+
+
+def test_a_loss_that_turns_non_finite_ends_training_and_keeps_the_best_epoch() -> None:
+    trainer, result, weights, lines = _fit_diverging(first_nan_call=5)  # epoch 2's second batch
+    assert result.diverged == "non-finite training loss (nan) at epoch 2, batch 1"
+    assert result.epochs_run == 1 and result.best_epoch == 1 and result.stopped_early
+    assert all(np.isfinite(h.train_loss) and np.isfinite(h.val_loss) for h in result.history)
+    kept = trainer.model.state_dict()
+    assert all(torch.equal(kept[k], weights[1][k]) for k in kept)
+    assert lines[-1] == f"training diverged: {result.diverged}; stopping with epoch 1's weights"
+
+
+def test_a_run_that_diverges_in_its_first_epoch_keeps_its_initial_weights() -> None:
+    trainer, result, weights, lines = _fit_diverging(first_nan_call=3)  # epoch 1's third batch
+    assert result.diverged.endswith("at epoch 1, batch 2")
+    assert result.epochs_run == 0 and result.best_epoch == 0 and result.history == []
+    kept = trainer.model.state_dict()
+    assert all(torch.equal(kept[k], weights[0][k]) for k in kept)
+    assert lines == [f"training diverged: {result.diverged}; stopping with the initial weights (no epoch finished)"]
+
+
+def test_a_non_finite_loss_before_any_update_stops_with_epoch_and_batch() -> None:
     config = TrainConfig(epochs=3, batch_size=16, warmup_epochs=0, device="cpu")
-    with pytest.raises(NonFiniteLossError, match=r"epoch 1, batch 1\b") as exc:
-        _fit_constant(config, loss_fn=NaNAtSecondBatch())
-    assert "nan" in str(exc.value)
+    with pytest.raises(NonFiniteLossError, match=r"^non-finite training loss \(nan\) at epoch 1, batch 0$"):
+        _fit_constant(config, loss_fn=NaNFromCall(first=1))
 
 
 def test_infinite_features_stop_training() -> None:
     x_train, y_train = _data(48, seed=0)
     x_val, y_val = _data(16, seed=1)
-    x_train[5, 3, 10] = np.inf
+    x_train[:, 3, 10] = np.inf  # every window: the first batch already fails
     config = TrainConfig(epochs=2, batch_size=16, warmup_epochs=0, device="cpu")
     trainer = Trainer(AudioCNN(N_CLASSES), config=config, log=None)
-    with pytest.raises(NonFiniteLossError, match=r"at epoch 1, batch [0-2]$"):
+    with pytest.raises(NonFiniteLossError, match=r"at epoch 1, batch 0$"):
         trainer.fit(x_train, y_train, x_val, y_val)
 
 

@@ -50,7 +50,8 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 
 class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN/inf loss; the message names the epoch and batch."""
+    """The first training batch gave a NaN/inf loss, before any update: the data or the loss is at fault; the
+    message names the epoch and batch. (A loss that turns non-finite later is a diverged run: see ``fit``.)"""
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ class TrainResult:
     precision: str
     world_size: int = 1
     history: list[EpochStats] = field(default_factory=list)
+    diverged: str | None = None  # where the training loss turned non-finite, when it did: training stopped there
 
 
 def seed_all(seed: int) -> None:
@@ -257,6 +259,11 @@ class Trainer:
     ) -> TrainResult:
         """Train; leave the model with the weights of the epoch with the best validation macro-F1.
 
+        A training loss that turns non-finite ends training there (the run diverged: ``TrainResult.diverged`` says
+        where) and keeps the best epoch so far, or the initial weights (``best_epoch`` 0) if no epoch finished, so
+        that the run is evaluated and judged collapsed rather than lost. A non-finite loss on the very first batch
+        raises :class:`NonFiniteLossError`: before any update, the data or the loss is at fault.
+
         With a ``state``, the run is saved there after every epoch and continues from the last saved epoch when
         one is there (the callbacks are first given the saved epochs again, so curves run on unbroken).
         ``chain``, how the training windows continue one another, is what ``augment.random_crop`` crops from.
@@ -271,16 +278,20 @@ class Trainer:
             chain.check_input(len(x_train), x_train.shape[2])
         seed_all(cfg.seed)
         run = self._start(x_train, y_train, chain if self.augment.config.random_crop else None)
-        best, history = _Best(), []
+        best, history = _Best(state=copy.deepcopy(self.model.state_dict())), []  # epoch 0: the initial weights
         saved = state.load(self.device) if state is not None else None
         spent = self._resume(run, best, history, saved) if saved is not None else 0.0
         t_start = time.perf_counter() - spent
+        diverged = None
         for epoch in range(len(history) + 1, cfg.epochs + 1):
             if history and history[-1].epoch - best.epoch >= cfg.patience:
                 break  # early stopping (checked here, so a run resumed after its last epoch stops too)
             t0 = time.perf_counter()
             lr = run.opt.param_groups[0]["lr"]
-            train_loss = self._train_epoch(run, epoch)
+            train_loss, diverged = self._train_epoch(run, epoch)
+            if diverged is not None:
+                self._report_divergence(diverged, best)
+                break
             stats = self._validate(x_val, y_val, epoch=epoch, train_loss=train_loss, lr=lr, t0=t0)
             history.append(stats)
             improved = best.update(stats, self.model)  # every rank sees the same validation: same decisions
@@ -291,13 +302,14 @@ class Trainer:
         return TrainResult(
             best_epoch=best.epoch,
             epochs_run=len(history),
-            best_val_f1_macro=best.f1,
+            best_val_f1_macro=max(best.f1, 0.0),
             stopped_early=len(history) < cfg.epochs,
             train_seconds=time.perf_counter() - t_start,
             device=str(self.device),
             precision="bf16" if self.autocast_dtype is not None else "fp32",
             world_size=self.world.size,
             history=history,
+            diverged=diverged,
         )
 
     # -- the steps of fit, in order ----------------------------------------------------------------------------
@@ -320,8 +332,9 @@ class Trainer:
             torch.cuda.reset_peak_memory_stats(self.device)
         return _Run(x, y, net, opt, sched, shuffle, per_rank, chain.to(self.device) if chain is not None else None)
 
-    def _train_epoch(self, run: _Run, epoch: int) -> float:
-        """One pass over this rank's share of the training split; returns the mean loss over all ranks."""
+    def _train_epoch(self, run: _Run, epoch: int) -> tuple[float, str | None]:
+        """One pass over this rank's share of the training split: the mean loss over all ranks, and where the loss
+        turned non-finite if it did (the pass ends there)."""
         cfg, n = self.config, len(run.x)
         self.model.train()
         if self.world.distributed:
@@ -338,10 +351,13 @@ class Trainer:
                 continue  # batch norm cannot train on a lone sample; it is seen again next epoch
             loss = self._step(run, idx)
             if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"non-finite training loss ({loss.item()}) at epoch {epoch}, batch {batch}")
+                where = f"non-finite training loss ({loss.item()}) at epoch {epoch}, batch {batch}"
+                if epoch == 1 and batch == 0:
+                    raise NonFiniteLossError(where)
+                return float("nan"), where
             loss_sum += loss.detach() * len(idx)
         distributed.all_reduce_sum(loss_sum)
-        return float(loss_sum) / (run.per_rank * self.world.size)
+        return float(loss_sum) / (run.per_rank * self.world.size), None
 
     def _step(self, run: _Run, idx: torch.Tensor) -> torch.Tensor:
         """Forward, backward and an optimiser step on one (augmented) batch; a non-finite loss is returned before
@@ -386,6 +402,11 @@ class Trainer:
             )
         for callback in self.callbacks:
             callback(stats)
+
+    def _report_divergence(self, where: str, best: _Best) -> None:
+        if self.log:
+            kept = f"epoch {best.epoch}'s weights" if best.epoch else "the initial weights (no epoch finished)"
+            self.log(f"training diverged: {where}; stopping with {kept}")
 
     # -- resuming ---------------------------------------------------------------------------------------------
     def _snapshot(self, run: _Run, best: _Best, history: list[EpochStats], seconds: float) -> dict[str, Any]:
