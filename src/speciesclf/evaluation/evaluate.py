@@ -33,6 +33,8 @@ __all__ = [
     "score_probabilities",
 ]
 
+WALL_CLOCK = ("train_seconds", "resources")  # metrics that vary run to run: kept out of the hashed scores.json
+
 
 class EnsembleError(ValueError):
     """Members that cannot be averaged; ``str()`` names the run and what was expected."""
@@ -98,16 +100,18 @@ def score_probabilities(
     train_counts: Sequence[int],
     rare_threshold: int,
     history: Sequence[dict[str, Any]] | None = None,
+    diverged: str | None = None,
 ) -> dict[str, Any]:
     """Window- and recording-level metrics, the stability verdict (``history``: the run's epochs, None for an
-    ensemble), the per-species table and the confusion pairs of some probabilities."""
+    ensemble; ``diverged``: where its training loss turned non-finite), the per-species table and the confusion
+    pairs of some probabilities."""
     proba, y = windows.proba, windows.y
     rec_proba, rec_y = _recording_level(proba, y, windows.recordings)
     recording = classification_metrics(rec_y, rec_proba, train_counts, rare_threshold)
     return {
         "window": classification_metrics(y, proba, train_counts, rare_threshold),
         "recording": {**recording, "n_recordings": len(rec_y)},
-        "stability": stability(y, proba.argmax(1), history),
+        "stability": stability(y, proba.argmax(1), history, diverged),
         "per_class": per_class_table(y, proba, species, train_counts),
         "confusion": [{"actual": species[a], "predicted": species[p]} for a, p in zip(y, proba.argmax(1), strict=True)],
     }
@@ -129,7 +133,9 @@ def evaluate_model(
     except ValueError as exc:
         raise ValueError(f"{model_dir}: {exc}") from None
     card = model.card
-    scores = score_probabilities(windows, model.species, card["train_counts"], rare_threshold, card["history"])
+    scores = score_probabilities(
+        windows, model.species, card["train_counts"], rare_threshold, card["history"], card.get("diverged")
+    )
     training = ("best_epoch", "epochs_run", "stopped_early", "best_val_f1_macro")  # validation: what choices use
     return {**scores, "training": {k: card[k] for k in training}}
 
@@ -182,7 +188,8 @@ def save_scores(
     ``metrics_file`` (git-tracked, read by ``dvc metrics``): the headline window-level scores at the top, then
     ``facts`` (training facts, members), ``stability`` (:mod:`speciesclf.evaluation.stability`), ``window`` and
     ``recording``. ``scores_dir`` (a stage output, written
-    whole): the same without the wall-clock ``train_seconds`` (scores.json, so identical runs hash the same), the
+    whole): the same without the wall-clock ``train_seconds`` and ``resources`` (scores.json, so identical runs
+    hash the same), the
     per-species table and the confusion pairs (DVC plots).
     """
     window = result["window"]
@@ -195,7 +202,7 @@ def save_scores(
         "recording": result["recording"],
     }
     with atomic_dir(scores_dir) as out:
-        write_json(out / "scores.json", {k: v for k, v in metrics.items() if k != "train_seconds"})
+        write_json(out / "scores.json", {k: v for k, v in metrics.items() if k not in WALL_CLOCK})
         write_json(out / "per_class.json", result["per_class"])
         write_json(out / "confusion.json", result["confusion"])
     write_json(metrics_file, metrics)

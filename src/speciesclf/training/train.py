@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,9 @@ from speciesclf.models.losses import BalancedSoftmaxLoss, ClassWeightedCrossEntr
 from speciesclf.training import distributed
 from speciesclf.training.augment import AugmentConfig, DecibelScale, WindowChain
 from speciesclf.training.checkpoint import TrainingState, code_files, fingerprint
-from speciesclf.training.trainer import EpochStats, TrainConfig, Trainer
+from speciesclf.training.trainer import EpochStats, TrainConfig, Trainer, TrainResult
 
-__all__ = ["TrainedRun", "build_loss", "train_model"]
+__all__ = ["TrainedRun", "build_loss", "resources", "train_model"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class TrainedRun:
     train_seconds: float
     device: str
     state: TrainingState | None = None  # the per-epoch state: discard it once the model is saved
+    resources: dict[str, Any] = field(default_factory=dict)  # what the run took (see :func:`resources`)
 
 
 def build_loss(loss: dict[str, Any] | None, train_counts: Sequence[int]) -> nn.Module:
@@ -113,12 +114,40 @@ def train_model(
         "epochs_run": result.epochs_run,
         "stopped_early": result.stopped_early,
         "best_val_f1_macro": result.best_val_f1_macro,
+        **({"diverged": result.diverged} if result.diverged is not None else {}),  # absent from a stable run's card
         # wall-clock seconds and memory vary run to run: they stay out of the card
         "history": [
             {k: v for k, v in asdict(h).items() if k not in ("seconds", "peak_memory_mb")} for h in result.history
         ],
     }
-    return TrainedRun(trainer.model, card, result.train_seconds, result.device, state)
+    return TrainedRun(
+        trainer.model,
+        card,
+        result.train_seconds,
+        result.device,
+        state,
+        resources(model_name, trainer.model, config, result),
+    )
+
+
+def resources(model_name: str, network: nn.Module, config: TrainConfig, result: TrainResult) -> dict[str, Any]:
+    """What a run took, for its metrics (wall-clock and memory vary run to run: never in the model's card).
+
+    ``peak_memory_mb`` is the process's peak resident set on CPU, CUDA's max allocated on a GPU (per process
+    under DDP: rank 0's); ``seconds_per_epoch`` the mean over the epochs trained (validation included).
+    """
+    history = result.history
+    return {
+        "model": model_name,
+        "parameters": sum(p.numel() for p in network.parameters() if p.requires_grad),
+        "device": result.device,
+        "precision": result.precision,
+        "batch_size": config.batch_size,
+        "processes": result.world_size,
+        "peak_memory_mb": max((h.peak_memory_mb for h in history), default=None),
+        "memory": "CUDA max allocated" if result.device.startswith("cuda") else "process peak RSS",
+        "seconds_per_epoch": sum(h.seconds for h in history) / len(history) if history else None,
+    }
 
 
 def _decibel_scale(features_dir: Path, augment: AugmentConfig) -> DecibelScale:
