@@ -5,7 +5,7 @@
 
 For each run of the group (``baseline``; for ``gamma_sweep``, ``gamma_sweep/gamma_<γ>`` for every γ in
 gamma_sweep.gammas; for ``phase3``, ``phase3/seed_<seed>`` for every seed in phase3.seeds, on its own feature
-store) it reads MODELS/<run> and the training time in CURVES/<run>, and writes METRICS/<run>.json and
+store) it reads MODELS/<run> and the training time and resources in CURVES/<run>, and writes METRICS/<run>.json and
 SCORES/<run>/ (see ``speciesclf.evaluation.evaluate.save_scores``).
 """
 
@@ -24,8 +24,8 @@ def evaluate_run(run: str, args: argparse.Namespace, settings: dict) -> None:
         Path(args.models) / run, args.features, settings["rare_threshold"], tau=settings["posthoc_tau"]
     )
     curves = Path(args.curves) / run / "metrics.json"
-    train_seconds = read_json(curves).get("train_seconds") if curves.exists() else None
-    facts = {**result["training"], "train_seconds": train_seconds}
+    summary = read_json(curves) if curves.exists() else {}  # wall-clock facts: the training stage measured them
+    facts = {**result["training"], "train_seconds": summary.get("train_seconds"), "resources": summary.get("resources")}
     save_scores(result, Path(args.scores) / run, Path(args.metrics) / f"{run}.json", **facts)
     window = result["window"]
     print(

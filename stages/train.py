@@ -1,4 +1,5 @@
-"""Stages `train_baseline`, `train_phase2a`, `train_phase2b`, `gamma_sweep@γ` and `train_phase3@seed`: one model each.
+"""Stages `train_baseline`, `train_phase1`, `train_phase2a`, `train_phase2b`, `gamma_sweep@γ`, `train_phase3@seed`:
+one model each.
 
     python stages/train.py baseline data/features models/baseline metrics/train/baseline --state checkpoints/baseline
     python stages/train.py gamma_sweep data/features models/gamma_sweep/gamma_1.0 \\
@@ -55,10 +56,12 @@ def _args() -> argparse.Namespace:
 
 
 def _loss(params: dict, phase: str, gamma: str | None) -> dict | None:
-    """The study's baseline (Phase 0) trains with plain cross-entropy, Phases 2A/2B and the sweep with focal loss,
-    Phase 3 with the loss ``phase3.loss`` names and the keys that loss reads."""
+    """The study's baseline (Phase 0) trains with plain cross-entropy, Phase 1 with class-weighted cross-entropy,
+    Phases 2A/2B and the sweep with focal loss, Phase 3 with the loss ``phase3.loss`` names and the keys it reads."""
     if phase == "baseline":
         return None
+    if phase == "phase1":
+        return {"name": "class_weighted", "power": params["phase1"]["power"], "label_smoothing": 0.0}
     if phase == PHASE3:
         p3 = params[PHASE3]
         return {"name": p3["loss"], **{k: p3[k] for k in LOSSES[p3["loss"]]}, "label_smoothing": p3["label_smoothing"]}
@@ -103,6 +106,7 @@ def main() -> None:
                 if trained.state is not None:
                     trained.state.discard()  # the model is saved: nothing left to resume
                 live.summary["train_seconds"] = trained.train_seconds
+                live.summary["resources"] = trained.resources
                 live.summary.update({k: trained.card[k] for k in ("best_epoch", "epochs_run", "best_val_f1_macro")})
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import NamedTuple
@@ -141,3 +142,29 @@ def test_members_with_other_species_are_refused_by_name(runs: Runs, tmp_path: Pa
 def test_an_ensemble_of_one_is_refused(runs: Runs) -> None:
     with pytest.raises(EnsembleError, match="at least 2 runs, got 1"):
         evaluate_ensemble([runs.mfcc], 5)
+
+
+def test_a_run_records_what_it_took(runs: Runs) -> None:
+    config = TrainConfig(epochs=2, warmup_epochs=0, patience=5, device="cpu", precision="fp32", batch_size=8)
+    trained = train_model(runs.mfcc.features_dir, "AudioCNN", None, config, log=None)
+    r = trained.resources
+    counted = sum(
+        t.numel() for t in load_model(runs.mfcc.model_dir).network.state_dict().values() if t.is_floating_point()
+    )
+    bn_stats = sum(
+        m.running_mean.numel() + m.running_var.numel()
+        for m in trained.network.modules()
+        if isinstance(m, torch.nn.BatchNorm2d)
+    )
+    assert r["parameters"] == counted - bn_stats  # weights, not batch norm's running statistics
+    assert (r["model"], r["device"], r["precision"], r["batch_size"], r["processes"]) == (
+        "AudioCNN",
+        "cpu",
+        "fp32",
+        8,
+        1,
+    )
+    peak_now = int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text())[1]) / 1024
+    assert 0 < r["peak_memory_mb"] <= peak_now + 1 and r["memory"] == "process peak RSS"
+    assert 0 < r["seconds_per_epoch"] <= trained.train_seconds
+    assert "resources" not in trained.card and "peak_memory_mb" not in json.dumps(trained.card)

@@ -56,8 +56,10 @@ def valid_params() -> dict[str, Any]:
         },
         "split": {"val": 0.15, "test": 0.15, "seed": 0},
         "loss": {"gamma": 2.0, "alpha": 0.25, "beta": 0.999, "label_smoothing": 0.0},
+        "phase1": {"power": 1.0},
         "models": {
             "baseline": "AudioCNN",
+            "phase1": "AudioCNN",
             "phase2a": "AudioCNN",
             "phase2b": "AudioCNNv2",
             "gamma_sweep": "AudioCNN",
@@ -107,6 +109,8 @@ def valid_params() -> dict[str, Any]:
             "stretch_min_f1_macro": 0.25,
             "min_f1_rare": 0.05,
             "stretch_min_f1_rare": 0.1,
+            "max_gpu_memory_gb_audiocnn": 4.0,
+            "max_gpu_memory_gb_audiocnnv2": 5.0,
         },
     }
 
@@ -291,7 +295,7 @@ def test_bad_gammas(gammas: Any) -> None:
     assert "non-empty list" in message
 
 
-@pytest.mark.parametrize("section", ["baseline", "phase2a", "phase2b", "gamma_sweep"])
+@pytest.mark.parametrize("section", ["baseline", "phase1", "phase2a", "phase2b", "gamma_sweep"])
 def test_unknown_model_is_rejected_by_the_training_stage(section: str, tmp_path: Path) -> None:
     """Model names are checked against the registry where models are built (params.py does not import torch)."""
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(_with(f"models.{section}", "ResNet50")), encoding="utf-8")
@@ -319,6 +323,7 @@ def test_model_name_must_be_a_name() -> None:
         ("data.path", 5),
         ("models.gamma_sweep", None),
         ("train.epochs", None),
+        ("phase1.power", "inverse"),
     ],
 )
 def test_wrong_type(dotted: str, value: Any) -> None:
@@ -326,7 +331,7 @@ def test_wrong_type(dotted: str, value: Any) -> None:
     assert message.startswith(f"{dotted}: got {value!r}")
 
 
-@pytest.mark.parametrize("dotted", ["train.patience", "loss.gamma", "seed", "report", "data.path"])
+@pytest.mark.parametrize("dotted", ["train.patience", "loss.gamma", "seed", "report", "data.path", "phase1.power"])
 def test_missing_key(dotted: str) -> None:
     assert _error(_without(dotted)) == f"{dotted}: missing"
 

@@ -31,6 +31,7 @@ METRIC_KEYS = {
 }
 RUNS = [
     "baseline",
+    "phase1",
     "phase2a",
     "phase2b",
     "gamma_sweep/gamma_1.0",
@@ -84,7 +85,14 @@ def test_repro_writes_every_metric_plot_and_report(repo: Path) -> None:
     assert phase3["augment"]["time_mask"] > 0 and phase3["augment"]["random_crop"] and phase3["train"]["seed"] == 42
     baseline = json.loads((repo / "models/baseline/model.json").read_text())
     assert baseline["features"]["front_end"] == "mfcc" and "augment" not in baseline  # the study's, untouched
-    assert {"phase2a", "phase2b", "stretch"} <= set(summary["verdict"])
+    assert {"phase1", "phase2a", "phase2b", "stretch", "collapsed", "memory"} <= set(summary["verdict"])
+    assert json.loads((repo / "models/phase1/model.json").read_text())["loss"] == {
+        "name": "class_weighted",
+        "power": 1.0,
+        "label_smoothing": 0.0,
+    }
+    resources = json.loads((repo / "metrics/phase2b.json").read_text())["resources"]
+    assert resources["model"] == "AudioCNNv2" and resources["parameters"] > 4_000_000 and resources["device"] == "cpu"
     report = (repo / "reports/results.md").read_text()
     for heading in ("All models", "γ sensitivity", "Phase 3 over 1 seed", "Ensemble", "rarest species", "Go / no-go"):
         assert heading in report
@@ -150,3 +158,33 @@ def test_two_runs_give_identical_lock_hashes(repo: Path) -> None:
     after = _lock(repo)
     for stage in ("prepare", "featurize", "train_baseline", "evaluate@baseline"):
         assert after[stage] == before[stage], stage
+
+
+def test_phase1_at_a_huge_learning_rate_is_judged_collapsed_and_at_the_study_s_rate_stable(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The study's Phase 1 on a small but learnable collection (4 well-separated species, 6 epochs)."""
+    repo = copy_project(tmp_path_factory.mktemp("phase1"))
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["synthetic"].update(
+        n_species=4,
+        imbalance=2.0,
+        min_clips=12,
+        clip_seconds=1.0,
+        snr_db=[10.0, 20.0],
+        distractor_prob=0.0,
+        confusable_fraction=0.0,
+    )
+    params["features"].update(clip_seconds=1.0, train_hop_seconds=1.0)
+    params["train"].update(epochs=6, warmup_epochs=1, patience=6)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    commit(repo, "project")
+    sh(repo, "dvc", "repro", "evaluate@phase1")
+    stable = json.loads((repo / "metrics/phase1.json").read_text())["stability"]
+    assert not stable["collapsed"] and stable["signs"] == [] and stable["species_predicted"] >= 3, stable
+
+    r = sh(repo, "dvc", "exp", "run", "-S", "train.lr=10", "evaluate@phase1")
+    assert {"train_phase1", "evaluate@phase1"} <= ran_stages(r.stdout)
+    unstable = json.loads((repo / "metrics/phase1.json").read_text())["stability"]
+    assert unstable["collapsed"] and unstable["signs"], unstable
+    assert unstable["top_species_share"] > 0.5 and unstable["species_predicted"] < stable["species_predicted"]

@@ -17,6 +17,8 @@ TARGETS = {
     "stretch_min_f1_macro": 0.25,
     "min_f1_rare": 0.05,
     "stretch_min_f1_rare": 0.1,
+    "max_gpu_memory_gb_audiocnn": 4.0,
+    "max_gpu_memory_gb_audiocnnv2": 5.0,
 }
 
 
@@ -93,6 +95,22 @@ def test_the_go_no_go_judges_every_row_of_the_study_s_table_strictly() -> None:
     assert "phase2b f1_macro 0.220 > phase2a's 0.150: pass" in report
     assert "phase2b stable (concentrated): fail" in report and "phase2a stable (no sign of collapse): pass" in report
     assert "): phase2b." in report  # the collapsed runs, after the rule
+    assert "phase1" not in verdict and "phase1" not in report  # a summary without Phase 1 (InsectSet32's before it)
+
+
+def test_phase_1_is_judged_on_stability_and_listed_among_the_collapsed() -> None:
+    metrics = {
+        "baseline": _run(0.3, 0.1, 0.0) | _stable(False),
+        "phase1": _run(0.06, 0.01, 0.0) | _stable(True, ["concentrated", "diverged"]),
+        "phase2a": _run(0.41, 0.16, 0.06) | _stable(False),
+        "phase2b": _run(0.45, 0.22, 0.07) | _stable(False),
+    }
+    per_class = {"baseline": [{"species": "a", "train_count": 3, "support": 1, "f1": 0.0}]}
+    summary = build_summary(metrics, per_class, [], TARGETS)
+    assert summary["verdict"]["collapsed"] == ["phase1"] and summary["verdict"]["phase2a"]["go"]
+    report = render_markdown(summary)
+    assert "- phase1 (the study's Phase 1 collapsed): phase1 stable (concentrated, diverged): fail" in report
+    assert report.index("| phase1 |") < report.index("| phase2a |")  # the study's order: 0, 1, 2A, 2B
 
 
 def test_the_best_gamma_is_chosen_on_validation_and_named_with_the_command_when_it_is_not_the_default() -> None:
@@ -113,3 +131,36 @@ def test_the_best_gamma_is_chosen_on_validation_and_named_with_the_command_when_
     assert "Best γ on validation macro-F1: **2.0**" in report and "`dvc exp run -S loss.gamma=2.0` re-runs" in report
     same = render_markdown(build_summary(metrics, per_class, [1.0, 2.0, 3.0], TARGETS, default_gamma=2.0))
     assert "It is `loss.gamma` already." in same and "dvc exp run" not in same
+
+
+def _resources(model: str, device: str, peak_mb: float) -> dict:
+    memory = "CUDA max allocated" if device.startswith("cuda") else "process peak RSS"
+    return {
+        "resources": {
+            "model": model,
+            "parameters": 1234567,
+            "device": device,
+            "precision": "fp32",
+            "batch_size": 32,
+            "processes": 1,
+            "peak_memory_mb": peak_mb,
+            "memory": memory,
+            "seconds_per_epoch": 12.34,
+        }
+    }
+
+
+def test_resources_are_shown_and_gpu_memory_is_judged_only_on_gpu_runs() -> None:
+    per_class = {"baseline": [{"species": "a", "train_count": 3, "support": 1, "f1": 0.0}]}
+    on_cpu = {run: _run(0.4, 0.2, 0.1) | _resources("AudioCNN", "cpu", 2100.0) for run in ("baseline", "phase2a")}
+    report = render_markdown(build_summary(on_cpu, per_class, [], TARGETS))
+    assert "| baseline | AudioCNN | 1,234,567 | cpu | fp32 | 32 × 1 | 2100 (process peak RSS) | 12.3 |" in report
+    assert "not judged: no AudioCNN or AudioCNNv2 run trained on a GPU" in report
+    on_gpu = {
+        "baseline": _run(0.4, 0.2, 0.1) | _resources("AudioCNN", "cuda:0", 4096.0),  # 4.00 GB: "< 4" fails
+        "phase2b": _run(0.4, 0.2, 0.1) | _resources("AudioCNNv2", "cuda", 1536.0),
+    }
+    summary = build_summary(on_gpu, per_class, [], TARGETS)
+    assert [(c["run"], c["pass"]) for c in summary["verdict"]["memory"]] == [("baseline", False), ("phase2b", True)]
+    report = render_markdown(summary)
+    assert "baseline 4.00 GB < 4 GB (batch 32): fail; phase2b 1.50 GB < 5 GB (batch 32): pass" in report

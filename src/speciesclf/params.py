@@ -127,7 +127,14 @@ SCHEMA: dict[str, Any] = {
         "beta": _num(0, 1, hi_open=True),
         "label_smoothing": _num(0, 1, hi_open=True),
     },
-    "models": {"baseline": _MODEL, "phase2a": _MODEL, "phase2b": _MODEL, "gamma_sweep": _MODEL, "phase3": _MODEL},
+    "models": {
+        "baseline": _MODEL,
+        "phase1": _MODEL,
+        "phase2a": _MODEL,
+        "phase2b": _MODEL,
+        "gamma_sweep": _MODEL,
+        "phase3": _MODEL,
+    },
     "train": {
         "epochs": _int(1, 10000),
         "batch_size": _int(1, 65536),
@@ -140,6 +147,7 @@ SCHEMA: dict[str, Any] = {
         "threads": _int(0, 1024),
         "processes": _int(1, 1024),
     },
+    "phase1": {"power": _num(0, 4)},
     "gamma_sweep": {"gammas": Rule((list,), _gammas, "a non-empty list of numbers in [0, 100)")},
     "phase3": {
         "features": Rule((dict,), allowed="a mapping of `features` keys to the values phase 3 uses instead"),
@@ -176,6 +184,8 @@ SCHEMA: dict[str, Any] = {
         "stretch_min_f1_macro": _num(0, 1),
         "min_f1_rare": _num(0, 1),
         "stretch_min_f1_rare": _num(0, 1),
+        "max_gpu_memory_gb_audiocnn": _num(0, 1024, lo_open=True),
+        "max_gpu_memory_gb_audiocnnv2": _num(0, 1024, lo_open=True),
     },
 }
 

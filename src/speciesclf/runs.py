@@ -1,6 +1,6 @@
 """The study's runs and their names.
 
-A run is a phase of the study (``baseline``, ``phase2a``, ``phase2b``), one γ of the sweep
+A run is a phase of the study (``baseline``, ``phase1``, ``phase2a``, ``phase2b``), one γ of the sweep
 (``gamma_sweep/gamma_1.0``), one seed of Phase 3 (``phase3/seed_42``) or the ensemble of several (``ensemble``).
 A run's name is its sub-path under each output folder that ``dvc.yaml`` passes to the stages (``models/``,
 ``metrics/train/``, ``metrics/eval/``, ``metrics/``).
@@ -23,7 +23,7 @@ __all__ = [
     "sweep_runs",
 ]
 
-PHASES = ("baseline", "phase2a", "phase2b")
+PHASES = ("baseline", "phase1", "phase2a", "phase2b")  # the study's order: Phase 0 (baseline), 1, 2A, 2B
 GAMMA_SWEEP = "gamma_sweep"  # the stage, its params section and its runs' parent folder
 PHASE3 = "phase3"  # the study's named next step: its params section and its runs' parent folder
 GROUPS = (*PHASES, GAMMA_SWEEP, PHASE3)  # what evaluate@<group> and ensemble.runs name

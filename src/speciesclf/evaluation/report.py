@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from speciesclf.evaluation.metrics import HEADLINE
+from speciesclf.evaluation.stability import CONCENTRATED, FELL_BACK
 from speciesclf.files import write_text
 from speciesclf.runs import ENSEMBLE, PHASE3, PHASES, phase3_run, sweep_run
 
@@ -56,12 +57,15 @@ def _verdict(models: dict[str, Any], targets: dict[str, float]) -> dict[str, Any
         check(best, "f1_rare", targets["stretch_min_f1_rare"]),
         stable(best),
     ]
+    phase1 = {"phase1": {"checks": [stable("phase1")]}} if "phase1" in models else {}  # the study's collapsed
     return {
+        **phase1,
         "phase2a": {"go": all(c["pass"] for c in phase2a), "checks": phase2a},
         "phase2b": {"go": all(c["pass"] for c in phase2b), "checks": phase2b},
         "stretch": {"go": all(c["pass"] for c in stretch), "checks": stretch},
         "best_run": best,
         "collapsed": sorted(run for run, m in models.items() if m.get("stability", {}).get("collapsed")),
+        "memory": _memory_checks(models, targets),
     }
 
 
@@ -171,6 +175,7 @@ def render_markdown(
     out += _seeds_table(summary.get(PHASE3, {}))
     out += _ensemble_lines(models.get(ENSEMBLE))
     out += _species_table(summary["per_species_f1"] if all_species else summary["rarest_species"], all_species)
+    out += _resources_table(models)
     out += _verdict_lines(summary["verdict"])
     return "\n".join(out) + "\n"
 
@@ -283,19 +288,70 @@ def _species_table(rows: list[dict[str, Any]], all_species: bool) -> list[str]:
     ]
 
 
+def _resources_table(models: dict[str, Any]) -> list[str]:
+    rows = [(run, m["resources"]) for run, m in models.items() if m.get("resources")]
+    if not rows:
+        return []
+    out = ["", "## Resources (wall-clock and memory vary run to run)", ""]
+    out.append("| run | model | parameters | device | precision | batch | peak memory MB | s / epoch |")
+    out.append("|---|---|---|---|---|---|---|---|")
+    for run, r in rows:
+        memory = f"{_fmt_number(r['peak_memory_mb'], '.0f')} ({r['memory']})"
+        out.append(
+            f"| {run} | {r['model']} | {r['parameters']:,} | {r['device']} | {r['precision']} | "
+            f"{r['batch_size']} × {r['processes']} | {memory} | {_fmt_number(r['seconds_per_epoch'], '.1f')} |"
+        )
+    return out
+
+
+def _fmt_number(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _memory_checks(models: dict[str, Any], targets: dict[str, float]) -> list[dict[str, Any]]:
+    """The study's GPU memory limits per architecture at batch 32, judged on the runs trained on a GPU."""
+    limits = {"AudioCNN": targets["max_gpu_memory_gb_audiocnn"], "AudioCNNv2": targets["max_gpu_memory_gb_audiocnnv2"]}
+    checks = []
+    for run, m in sorted(models.items()):
+        r = m.get("resources") or {}
+        if r.get("model") in limits and r["device"].startswith("cuda") and r["peak_memory_mb"] is not None:
+            gb = r["peak_memory_mb"] / 1024
+            checks.append(
+                {
+                    "run": run,
+                    "metric": "gpu_memory_gb",
+                    "value": gb,
+                    "target": limits[r["model"]],
+                    "batch_size": r["batch_size"],
+                    "pass": gb < limits[r["model"]],
+                }
+            )
+    return checks
+
+
 def _verdict_lines(verdict: dict[str, Any]) -> list[str]:
     out = ["", "## Go / no-go against the study's targets", ""]
     for phase in ("phase2a", "phase2b", "stretch"):
         checks = "; ".join(_check_text(c) for c in verdict[phase]["checks"])
         out.append(f"- **{phase}: {'GO' if verdict[phase]['go'] else 'NO-GO'}** — {checks}")
+    if "phase1" in verdict:
+        out.append(f"- phase1 (the study's Phase 1 collapsed): {_check_text(verdict['phase1']['checks'][0])}")
     collapsed = ", ".join(verdict.get("collapsed", [])) or "none"
     out += ["", f"Collapsed runs ({_STABILITY_RULE}): {collapsed}."]
+    if "memory" in verdict:
+        memory = [
+            f"{c['run']} {c['value']:.2f} GB < {c['target']:g} GB (batch {c['batch_size']}): "
+            + ("pass" if c["pass"] else "fail")
+            for c in verdict["memory"]
+        ]
+        judged = "; ".join(memory) or "not judged: no AudioCNN or AudioCNNv2 run trained on a GPU"
+        out += ["", f"GPU memory (the study's limits: AudioCNN and AudioCNNv2 at batch 32): {judged}."]
     return out
 
 
 _STABILITY_RULE = (
-    "a non-finite loss, a last validation macro-F1 under half its best, or over half the test predictions on one "
-    "species that holds under half as much of the test set"
+    f"a non-finite loss, a last validation macro-F1 under {FELL_BACK:g} of its best, or over {CONCENTRATED:g} of "
+    "the test predictions on one species that holds under half as much of the test set"
 )
 
 
