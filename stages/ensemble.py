@@ -1,18 +1,19 @@
 """Stage `ensemble`: the mean of several runs' window probabilities on the test split, scored like one run.
 
     python stages/ensemble.py --models models --features data/features data/features_phase3 \\
-        --scores metrics/eval --metrics metrics
+        --scores metrics/eval --per-class metrics/per_class --confusion metrics/confusion --metrics metrics
 
 The members are the runs of the groups in ensemble.runs (``phase3`` = every seed of phase3.seeds). Each member
 reads the one of the FEATURES stores made with its model's feature settings, so members may differ in front end.
-Writes METRICS/ensemble.json and SCORES/ensemble/ as `evaluate` does for a run.
+Writes METRICS/ensemble.json, SCORES/ensemble/, PER_CLASS/ensemble/ and CONFUSION/ensemble/ as `evaluate` does for a
+run.
 """
 
 import argparse
 from pathlib import Path
 
 from speciesclf.cli import run_stage
-from speciesclf.evaluation.evaluate import Member, evaluate_ensemble, feature_store_of, save_scores
+from speciesclf.evaluation.evaluate import Member, ScoreFolders, evaluate_ensemble, feature_store_of, save_scores
 from speciesclf.params import load_params
 from speciesclf.runs import ENSEMBLE, runs_of
 
@@ -22,6 +23,8 @@ def main() -> None:
     parser.add_argument("--models", required=True, help="the trained models")
     parser.add_argument("--features", required=True, nargs="+", help="the feature stores the members may read")
     parser.add_argument("--scores", required=True, help="per-run score folders (written whole)")
+    parser.add_argument("--per-class", required=True, help="per-run folders of the per-species table")
+    parser.add_argument("--confusion", required=True, help="per-run folders of the confusion pairs")
     parser.add_argument("--metrics", required=True, help="per-run metrics files")
     args = parser.parse_args()
     params = load_params()
@@ -31,7 +34,8 @@ def main() -> None:
     ]
     settings = params["evaluate"]
     result = evaluate_ensemble(members, settings["rare_threshold"], tau=settings["posthoc_tau"])
-    save_scores(result, Path(args.scores) / ENSEMBLE, Path(args.metrics) / f"{ENSEMBLE}.json", members=runs)
+    folders = ScoreFolders(Path(args.scores), Path(args.per_class), Path(args.confusion), Path(args.metrics))
+    save_scores(result, ENSEMBLE, folders, members=runs)
     window, recording = result["window"], result["recording"]
     print(
         f"ensemble of {', '.join(runs)}: accuracy {window['accuracy']:.3f} f1_macro {window['f1_macro']:.3f} "

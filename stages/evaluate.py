@@ -1,32 +1,33 @@
 """Stage `evaluate@<group>`: test-split metrics of a trained model, or of every model of a group.
 
     python stages/evaluate.py baseline --features data/features --models models --curves metrics/train \\
-        --scores metrics/eval --metrics metrics
+        --scores metrics/eval --per-class metrics/per_class --confusion metrics/confusion --metrics metrics
 
 For each run of the group (``baseline``; for ``gamma_sweep``, ``gamma_sweep/gamma_<γ>`` for every γ in
 gamma_sweep.gammas; for ``phase3``, ``phase3/seed_<seed>`` for every seed in phase3.seeds, on its own feature
-store) it reads MODELS/<run> and the training time and resources in CURVES/<run>, and writes METRICS/<run>.json and
-SCORES/<run>/ (see ``speciesclf.evaluation.evaluate.save_scores``).
+store) it reads MODELS/<run> and the training time and resources in CURVES/<run>, and writes METRICS/<run>.json,
+SCORES/<run>/, PER_CLASS/<run>/ and CONFUSION/<run>/ (see ``speciesclf.evaluation.evaluate.save_scores``).
 """
 
 import argparse
 from pathlib import Path
 
 from speciesclf.cli import run_stage
-from speciesclf.evaluation.evaluate import evaluate_model, save_scores
+from speciesclf.evaluation.evaluate import ScoreFolders, evaluate_model, save_scores
 from speciesclf.files import read_json
 from speciesclf.params import load_params
 from speciesclf.runs import GROUPS, runs_of
 
 
 def evaluate_run(run: str, args: argparse.Namespace, settings: dict) -> None:
+    folders = ScoreFolders(Path(args.scores), Path(args.per_class), Path(args.confusion), Path(args.metrics))
     result = evaluate_model(
         Path(args.models) / run, args.features, settings["rare_threshold"], tau=settings["posthoc_tau"]
     )
     curves = Path(args.curves) / run / "metrics.json"
     summary = read_json(curves) if curves.exists() else {}  # wall-clock facts: the training stage measured them
     facts = {**result["training"], "train_seconds": summary.get("train_seconds"), "resources": summary.get("resources")}
-    save_scores(result, Path(args.scores) / run, Path(args.metrics) / f"{run}.json", **facts)
+    save_scores(result, run, folders, **facts)
     window = result["window"]
     print(
         f"evaluate {run}: accuracy {window['accuracy']:.3f} f1_macro {window['f1_macro']:.3f} "
@@ -42,6 +43,8 @@ def main() -> None:
         ("models", "the trained models"),
         ("curves", "the per-epoch curves"),
         ("scores", "per-run score folders (written whole)"),
+        ("per-class", "per-run folders of the per-species table (written whole)"),
+        ("confusion", "per-run folders of the confusion pairs (written whole)"),
         ("metrics", "per-run metrics files"),
     ]:
         parser.add_argument(f"--{folder}", required=True, help=what)

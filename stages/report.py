@@ -1,6 +1,6 @@
 """Stage `report`: the summary of every run (SUMMARY) and the study's report (MARKDOWN).
 
-    python stages/report.py --metrics metrics --scores metrics/eval --summary metrics/summary.json \\
+    python stages/report.py --metrics metrics --per-class metrics/per_class --summary metrics/summary.json \\
         --markdown reports/results.md
 """
 
@@ -17,7 +17,7 @@ from speciesclf.runs import ENSEMBLE, GAMMA_SWEEP, PHASE3, PHASES, phase3_runs, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--metrics", required=True, help="the folder of metrics/<run>.json")
-    parser.add_argument("--scores", required=True, help="the folder of the runs' score folders")
+    parser.add_argument("--per-class", required=True, help="the folder of the runs' per-species tables")
     parser.add_argument("--summary", required=True, help="the summary JSON to write")
     parser.add_argument("--markdown", required=True, help="the report to write")
     args = parser.parse_args()
@@ -26,7 +26,7 @@ def main() -> None:
     runs = [*PHASES, *sweep_runs(gammas), *phase3_runs(seeds), ENSEMBLE]
     metrics = {run: read_json(Path(args.metrics) / f"{run}.json") for run in runs}
     with_species = [*PHASES, *phase3_runs(seeds), ENSEMBLE]
-    per_class = {run: read_json(Path(args.scores) / run / "per_class.json") for run in with_species}
+    per_class = {run: read_json(Path(args.per_class) / run / "per_class.json") for run in with_species}
     gamma = params["loss"]["gamma"]
     summary = build_summary(metrics, per_class, gammas, params["report"], seeds=seeds, default_gamma=gamma)
     write_json(args.summary, summary)

@@ -67,15 +67,18 @@ def test_repro_writes_every_metric_plot_and_report(repo: Path) -> None:
         assert set(metrics) >= METRIC_KEYS, f"{run}: missing {METRIC_KEYS - set(metrics)}"
         assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["n_test"] > 0
         assert {"accuracy", "f1_macro", "f1_rare"} <= set(metrics["recording"])
-        per_class = json.loads((repo / f"metrics/eval/{run}/per_class.json").read_text())
+        assert set(json.loads((repo / f"metrics/eval/{run}/scores.json").read_text())) >= METRIC_KEYS - {
+            "train_seconds"
+        }
+        per_class = json.loads((repo / f"metrics/per_class/{run}/per_class.json").read_text())
         assert {"species", "f1", "precision", "recall", "support", "train_count"} <= set(per_class[0])
-        confusion = json.loads((repo / f"metrics/eval/{run}/confusion.json").read_text())
+        confusion = json.loads((repo / f"metrics/confusion/{run}/confusion.json").read_text())
         assert len(confusion) == metrics["n_test"] and {"actual", "predicted"} == set(confusion[0])
         assert (repo / f"metrics/train/{run}/plots/metrics/val_f1_macro.tsv").exists()
     ensemble = json.loads((repo / "metrics/ensemble.json").read_text())
     assert ensemble["members"] == ["phase2b", "phase3/seed_42"]
     assert ensemble["n_test"] == metrics["n_test"] and {"accuracy", "f1_macro"} <= set(ensemble["recording"])
-    assert (repo / "metrics/eval/ensemble/per_class.json").exists()
+    assert (repo / "metrics/per_class/ensemble/per_class.json").exists()
     summary = json.loads((repo / "metrics/summary.json").read_text())
     assert set(summary["models"]) == {*RUNS, "ensemble"}
     assert [s["gamma"] for s in summary["gamma_sweep"]] == [1.0, 2.0, 3.0]
@@ -148,6 +151,21 @@ def test_mistyped_param_is_rejected_by_name(repo: Path) -> None:
     r = sh(repo, "dvc", "exp", "run", "-S", "+loss.gama=1.0", check=False)
     assert r.returncode != 0
     assert "loss.gama: unknown key" in r.stdout + r.stderr
+
+
+def test_a_new_gamma_is_trained_reported_and_plotted_without_editing_dvc_yaml(repo: Path) -> None:
+    sh(repo, "git", "checkout", "-q", "--", ".")  # the committed run's params (a failed experiment leaves its own)
+    r = sh(repo, "dvc", "exp", "run", "-S", "gamma_sweep.gammas=[1.0,2.0,3.0,0.5]")
+    assert {"gamma_sweep@0.5", "evaluate@gamma_sweep", "report"} <= ran_stages(r.stdout)
+    assert "gamma_sweep@1.0" not in ran_stages(r.stdout)  # the other γ come from the cache
+    plots = sh(repo, "dvc", "plots", "show", "-o", "plots_gamma")
+    assert "WARNING" not in plots.stdout + plots.stderr
+    page = (repo / "plots_gamma/index.html").read_text()
+    for plot in ("metrics_train_gamma_sweep_gamma_0_5_plots_metrics_val_f1_macro_tsv",
+                 "metrics_per_class_gamma_sweep_gamma_0_5_per_class_json",
+                 "metrics_confusion_gamma_sweep_gamma_0_5_confusion_json"):  # fmt: skip
+        assert f"vegaEmbed('#{plot}'" in page, plot
+    assert "| 0.5 |" in (repo / "reports/results.md").read_text()
 
 
 def test_two_runs_give_identical_lock_hashes(repo: Path) -> None:

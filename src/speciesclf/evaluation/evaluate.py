@@ -25,6 +25,7 @@ from speciesclf.models.saved import CARD, SavedModel, load_model
 __all__ = [
     "EnsembleError",
     "Member",
+    "ScoreFolders",
     "evaluate_ensemble",
     "evaluate_model",
     "feature_store_of",
@@ -180,17 +181,26 @@ def evaluate_ensemble(
     return score_probabilities(mean, species, models[0].card["train_counts"], rare_threshold)
 
 
-def save_scores(
-    result: dict[str, Any], scores_dir: str | os.PathLike[str], metrics_file: str | os.PathLike[str], **facts: Any
-) -> dict[str, Any]:
-    """Write a run's scores; returns what went to ``metrics_file``.
+@dataclass(frozen=True)
+class ScoreFolders:
+    """Where runs' scores go, one tree per kind of file, each run at ``<root>/<run>/`` (``dvc.yaml`` gives the roots).
 
-    ``metrics_file`` (git-tracked, read by ``dvc metrics``): the headline window-level scores at the top, then
-    ``facts`` (training facts, members), ``stability`` (:mod:`speciesclf.evaluation.stability`), ``window`` and
-    ``recording``. ``scores_dir`` (a stage output, written
-    whole): the same without the wall-clock ``train_seconds`` and ``resources`` (scores.json, so identical runs
-    hash the same), the
-    per-species table and the confusion pairs (DVC plots).
+    One kind per tree, because ``dvc plots show`` plots every file under a folder with one template: so the
+    per-species F1 and the confusion matrices of every run, each γ and seed included, need no list in dvc.yaml.
+    """
+
+    scores: Path  # scores.json: the metrics without wall-clock facts (hashed by DVC: a change re-runs the report)
+    per_class: Path  # per_class.json: the per-species table (a bar plot of F1)
+    confusion: Path  # confusion.json: (actual, predicted) per test window (a confusion matrix)
+    metrics: Path  # <run>.json: everything, the file `dvc metrics` reads (git-tracked)
+
+
+def save_scores(result: dict[str, Any], run: str, folders: ScoreFolders, **facts: Any) -> dict[str, Any]:
+    """Write a run's scores into ``folders``; returns what went to its metrics file.
+
+    The metrics file holds the headline window-level scores at the top, then ``facts`` (training facts, members),
+    ``stability`` (:mod:`speciesclf.evaluation.stability`), ``window`` and ``recording``; ``scores.json`` the same
+    without the wall-clock :data:`WALL_CLOCK` (so identical runs hash the same). Each folder is written whole.
     """
     window = result["window"]
     metrics = {
@@ -201,9 +211,13 @@ def save_scores(
         "window": window,
         "recording": result["recording"],
     }
-    with atomic_dir(scores_dir) as out:
-        write_json(out / "scores.json", {k: v for k, v in metrics.items() if k not in WALL_CLOCK})
-        write_json(out / "per_class.json", result["per_class"])
-        write_json(out / "confusion.json", result["confusion"])
-    write_json(metrics_file, metrics)
+    files = [
+        (folders.scores, "scores.json", {k: v for k, v in metrics.items() if k not in WALL_CLOCK}),
+        (folders.per_class, "per_class.json", result["per_class"]),
+        (folders.confusion, "confusion.json", result["confusion"]),
+    ]
+    for root, name, content in files:
+        with atomic_dir(Path(root) / run) as out:
+            write_json(out / name, content)
+    write_json(Path(folders.metrics) / f"{run}.json", metrics)
     return metrics
