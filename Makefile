@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install repro test test-fast test-faults test-scale lint repro-check insectset32 bench clean
+.PHONY: install repro test test-fast test-faults test-scale lint repro-check insectset32 bench plots clean
 
 install: $(STAMP)
 
@@ -51,6 +51,19 @@ $(BENCH_STAMP): requirements-bench.txt $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench.py
+
+# `dvc plots show` for a machine without internet: DVC's page loads Vega from a CDN, this one from vendor/ beside it
+# (Vega, Vega-Lite and vega-embed from the npm registry, pinned in plots/package-lock.json). Open build/plots/index.html.
+PLOTS_OUT ?= build/plots
+VEGA      := plots/node_modules
+plots: $(STAMP) $(VEGA)/.package-lock.json
+	mkdir -p $(PLOTS_OUT)/vendor
+	$(BIN)/dvc plots show --html-template plots/offline.html -o $(PLOTS_OUT)
+	cp $(VEGA)/vega/build/vega.min.js $(VEGA)/vega-lite/build/vega-lite.min.js \
+		$(VEGA)/vega-embed/build/vega-embed.min.js $(PLOTS_OUT)/vendor/
+
+$(VEGA)/.package-lock.json: plots/package.json plots/package-lock.json
+	npm ci --prefix plots --no-audit --no-fund --loglevel=error
 
 # From a fresh clone: the full default pipeline, then dvc status and the committed metrics within tolerance.
 repro-check: $(STAMP)
