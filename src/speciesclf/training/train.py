@@ -92,14 +92,35 @@ def train_model(
     loss_fn = build_loss(loss, labels["train_counts"])
     decibels = _decibel_scale(features_dir, augment) if augment is not None and augment.in_decibels else None
     trainer = Trainer(network, loss_fn, config, callbacks=callbacks, log=log, augment=augment, decibels=decibels)
-    augmented = {"augment": asdict(augment)} if augment is not None and augment.enabled else {}
     state = None
     if state_dir is not None:
-        run = {"model": model_name, "loss": loss, "train": asdict(config), "device": str(trainer.device), **augmented}
+        run = {"model": model_name, "loss": loss, "train": asdict(config), "device": str(trainer.device)}
+        run |= _augmented(augment)
         state = TrainingState(state_dir, _fingerprint(run, features_dir, code), log=log)
     chain = _window_chain(features_dir) if augment is not None and augment.random_crop else None
     result = trainer.fit(x_train, y_train, x_val, y_val, state=state, chain=chain)
-    card = {
+    card = _card(model_name, labels, features_dir, loss, config, augment, result)
+    return TrainedRun(
+        trainer.model,
+        card,
+        result.train_seconds,
+        result.device,
+        state,
+        resources(model_name, trainer.model, config, result),
+    )
+
+
+def _card(
+    model_name: str,
+    labels: dict[str, Any],
+    features_dir: Path,
+    loss: dict[str, Any] | None,
+    config: TrainConfig,
+    augment: AugmentConfig | None,
+    result: TrainResult,
+) -> dict[str, Any]:
+    """model.json: what the model is and how it was trained, reproducible facts only (see speciesclf.models.saved)."""
+    return {
         "model": model_name,
         "species": labels["species"],
         "train_counts": labels["train_counts"],
@@ -107,7 +128,7 @@ def train_model(
         "norm": read_json(features_dir / "norm.json"),
         "loss": loss if loss is not None else {"name": "cross_entropy"},
         "train": asdict(config),
-        **augmented,  # absent when off: the study's runs keep the cards they had
+        **_augmented(augment),
         "precision": result.precision,
         "world_size": result.world_size,  # training processes (DDP); the effective batch is batch_size times this
         "best_epoch": result.best_epoch,
@@ -120,14 +141,11 @@ def train_model(
             {k: v for k, v in asdict(h).items() if k not in ("seconds", "peak_memory_mb")} for h in result.history
         ],
     }
-    return TrainedRun(
-        trainer.model,
-        card,
-        result.train_seconds,
-        result.device,
-        state,
-        resources(model_name, trainer.model, config, result),
-    )
+
+
+def _augmented(augment: AugmentConfig | None) -> dict[str, Any]:
+    """A run's augmentation, for its card and training state; absent when off (the study's runs keep their cards)."""
+    return {"augment": asdict(augment)} if augment is not None and augment.enabled else {}
 
 
 def resources(model_name: str, network: nn.Module, config: TrainConfig, result: TrainResult) -> dict[str, Any]:

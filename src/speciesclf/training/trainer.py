@@ -269,13 +269,7 @@ class Trainer:
         ``chain``, how the training windows continue one another, is what ``augment.random_crop`` crops from.
         """
         cfg = self.config
-        if len(x_train) == 0 or len(x_val) == 0:
-            raise ValueError(f"need non-empty training and validation sets, got {len(x_train)} and {len(x_val)}")
-        self.augment.config.check_input(*x_train.shape[1:3])
-        if self.augment.config.random_crop:
-            if chain is None:
-                raise ValueError("augment.random_crop: needs the order of the training windows (a WindowChain)")
-            chain.check_input(len(x_train), x_train.shape[2])
+        self._check_input(x_train, x_val, chain)
         seed_all(cfg.seed)
         run = self._start(x_train, y_train, chain if self.augment.config.random_crop else None)
         best, history = _Best(state=copy.deepcopy(self.model.state_dict())), []  # epoch 0: the initial weights
@@ -313,6 +307,15 @@ class Trainer:
         )
 
     # -- the steps of fit, in order ----------------------------------------------------------------------------
+    def _check_input(self, x_train: np.ndarray, x_val: np.ndarray, chain: WindowChain | None) -> None:
+        if len(x_train) == 0 or len(x_val) == 0:
+            raise ValueError(f"need non-empty training and validation sets, got {len(x_train)} and {len(x_val)}")
+        self.augment.config.check_input(*x_train.shape[1:3])
+        if self.augment.config.random_crop:
+            if chain is None:
+                raise ValueError("augment.random_crop: needs the order of the training windows (a WindowChain)")
+            chain.check_input(len(x_train), x_train.shape[2])
+
     def _start(self, x_train: np.ndarray, y_train: np.ndarray, chain: WindowChain | None) -> _Run:
         cfg = self.config
         shuffle = torch.Generator().manual_seed(cfg.seed)
