@@ -142,8 +142,9 @@ def test_a_killed_training_stage_resumes_at_the_next_epoch_with_the_same_model(
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=lambda s: s.name)
 def test_a_killed_featurize_leaves_no_worker_and_no_temporary_folder(repo: Path, tmp_path: Path, sig: int) -> None:
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    # short windows at a tiny hop: 451 per 1 s recording, so the workers are busy for a few seconds
-    params["features"].update(clip_seconds=0.1, train_hop_seconds=0.002, n_fft=256)
+    # short windows at a tiny hop: 1801 per 1 s recording, so the workers are busy for a few seconds even on a fast
+    # host (at 451 a window the run could end before the signal came)
+    params["features"].update(clip_seconds=0.1, train_hop_seconds=0.0005, n_fft=256)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     cmd = [sys.executable, str(repo / "stages/featurize.py"), str(repo / "data/prepared"), "features"]
     subprocess.run([*cmd[:-1], "reference"], cwd=tmp_path, env=env(), capture_output=True, check=True)
@@ -153,7 +154,7 @@ def test_a_killed_featurize_leaves_no_worker_and_no_temporary_folder(repo: Path,
     while len(workers := stage.children()) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert len(workers) == 2, "featurize started no worker processes"
-    time.sleep(0.3)
+    time.sleep(0.2)
     proc.send_signal(sig)
     proc.communicate(timeout=60)
     assert proc.returncode == EXIT[sig]
