@@ -145,11 +145,11 @@ def _over_seeds(metrics: dict[str, dict[str, Any]], seeds: Sequence[int]) -> dic
     return out
 
 
-def _fmt(v: Any, signed: bool = False) -> str:
+def _fmt(v: Any, signed: bool = False, spec: str = ".3f") -> str:
     if v is None:
         return "–"
     if isinstance(v, float):
-        return f"{v:+.3f}" if signed else f"{v:.3f}"
+        return format(v, ("+" if signed else "") + spec)
     return str(v)
 
 
@@ -296,16 +296,12 @@ def _resources_table(models: dict[str, Any]) -> list[str]:
     out.append("| run | model | parameters | device | precision | batch | peak memory MB | s / epoch |")
     out.append("|---|---|---|---|---|---|---|---|")
     for run, r in rows:
-        memory = f"{_fmt_number(r['peak_memory_mb'], '.0f')} ({r['memory']})"
+        memory = f"{_fmt(r['peak_memory_mb'], spec='.0f')} ({r['memory']})"
         out.append(
             f"| {run} | {r['model']} | {r['parameters']:,} | {r['device']} | {r['precision']} | "
-            f"{r['batch_size']} × {r['processes']} | {memory} | {_fmt_number(r['seconds_per_epoch'], '.1f')} |"
+            f"{r['batch_size']} × {r['processes']} | {memory} | {_fmt(r['seconds_per_epoch'], spec='.1f')} |"
         )
     return out
-
-
-def _fmt_number(value: float | None, spec: str) -> str:
-    return "–" if value is None else format(value, spec)
 
 
 def _memory_checks(models: dict[str, Any], targets: dict[str, float]) -> list[dict[str, Any]]:

@@ -47,17 +47,16 @@ def stability(
         "species_predicted": int(np.count_nonzero(predicted)),
         "species_in_test": len(np.unique(y_true)),
     }
-    signs = ["diverged"] if diverged is not None else []
+    signs = []
     if diverged is not None:
         numbers["diverged_at"] = diverged
+    if diverged is not None or not all(math.isfinite(h[k]) for h in history or () for k in ("train_loss", "val_loss")):
+        signs.append("diverged")
     if top_share > CONCENTRATED and top_share >= 2 * true_share:
         signs.append("concentrated")
     if history:
         f1 = [h["val_f1_macro"] for h in history]
-        losses = [h[k] for h in history for k in ("train_loss", "val_loss")]
         numbers |= {"best_val_f1_macro": max(f1), "last_val_f1_macro": f1[-1]}
-        if not all(math.isfinite(v) for v in losses) and diverged is None:
-            signs.append("diverged")
         if f1[-1] < FELL_BACK * max(f1):
             signs.append("fell_back")
     return {"collapsed": bool(signs), "signs": sorted(signs), **numbers}
