@@ -35,7 +35,7 @@ def main() -> None:
     settings = params["evaluate"]
     result = evaluate_ensemble(members, settings["rare_threshold"], tau=settings["posthoc_tau"])
     folders = ScoreFolders(Path(args.scores), Path(args.per_class), Path(args.confusion), Path(args.metrics))
-    save_scores(result, ENSEMBLE, folders, members=runs)
+    save_scores(result, ENSEMBLE, folders, members=runs, averaged=result["averaged"])
     window, recording = result["window"], result["recording"]
     print(
         f"ensemble of {', '.join(runs)}: accuracy {window['accuracy']:.3f} f1_macro {window['f1_macro']:.3f} "

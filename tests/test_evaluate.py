@@ -123,9 +123,36 @@ def test_each_member_finds_the_store_of_its_front_end(runs: Runs) -> None:
         feature_store_of(runs.short.model_dir, stores)
 
 
-def test_members_cutting_other_windows_are_refused_by_name(runs: Runs) -> None:
-    with pytest.raises(EnsembleError, match=r"^ensemble: run short cuts other test windows than run mfcc"):
-        evaluate_ensemble([runs.mfcc, runs.short], 5)
+def test_members_cutting_other_windows_are_averaged_per_recording(runs: Runs) -> None:
+    """0.5 s and 1 s windows: each member's recording probability (mean of its windows), then their mean."""
+    assert evaluate_ensemble([runs.mfcc, runs.logmel], 5)["averaged"] == "window"
+    result = evaluate_ensemble([runs.mfcc, runs.short], 5)
+    assert result["averaged"] == "recording"
+    by_recording = []
+    for member in (runs.mfcc, runs.short):
+        p, y = _proba(member)
+        _, _, recordings = load_split(member.features_dir, "test")
+        ids = sorted(set(recordings))
+        by_recording.append(np.stack([p[[r == i for r in recordings]].mean(axis=0) for i in ids]))
+        labels = [int(y[recordings.index(i)]) for i in ids]
+    counts = load_model(runs.mfcc.model_dir).card["train_counts"]
+    expected = classification_metrics(np.asarray(labels), sum(by_recording) / 2, counts, 5)
+    assert result["window"] == pytest.approx(expected) and result["recording"]["n_recordings"] == len(labels)
+    assert result["recording"]["accuracy"] == pytest.approx(expected["accuracy"])
+
+
+def test_members_scoring_other_recordings_are_refused_by_name(runs: Runs, tmp_path: Path) -> None:
+    fewer = tmp_path / "fewer"
+    shutil.copytree(runs.short.features_dir, fewer)
+    keep = np.load(fewer / "test_y.npy") != 0  # drop the test recording of one species
+    for name in ("test_x.npy", "test_y.npy"):
+        np.save(fewer / name, np.load(fewer / name)[keep])
+    rows = (fewer / "test_windows.csv").read_text().splitlines()
+    kept = [r for r, k in zip(rows[1:], keep, strict=True) if k]
+    (fewer / "test_windows.csv").write_text("\n".join([rows[0], *kept]) + "\n")
+    member = Member("fewer", runs.short.model_dir, fewer)
+    with pytest.raises(EnsembleError, match=r"^ensemble: run fewer scores other test recordings than run mfcc$"):
+        evaluate_ensemble([runs.mfcc, member], 5)
 
 
 def test_members_with_other_species_are_refused_by_name(runs: Runs, tmp_path: Path) -> None:

@@ -156,10 +156,14 @@ def evaluate_ensemble(
     members: Sequence[Member], rare_threshold: int, split: str = "test", batch_size: int = 256, tau: float = 0.0
 ) -> dict[str, Any]:
     """Score the mean of the members' window probabilities (equal weights, each logit-adjusted by ``tau``) like one
-    run.
+    run; ``averaged`` in the result says at which level.
 
-    Members must share the species list (in order) and cut the same windows from the same recordings; their front
-    ends and networks may differ. Raises :class:`EnsembleError` naming the first member that does not fit.
+    Members must share the species list (in order); their front ends and networks may differ. Members that cut
+    the same windows are averaged window by window (``averaged: window``). Members that cut other windows (another
+    clip length, as a pretrained front end's fixed window beside a spectrogram CNN) are averaged recording by
+    recording, each member's recording probability being the mean of its windows' (``averaged: recording``; the
+    result's window-level scores are then per recording too). Raises :class:`EnsembleError` naming the first
+    member that does not fit.
     """
     if len(members) < 2:
         raise EnsembleError(f"an ensemble needs at least 2 runs, got {len(members)}")
@@ -170,15 +174,26 @@ def evaluate_ensemble(
             raise EnsembleError(f"ensemble: run {member.run} was trained on other species than run {first.run}")
     pairs = zip(members, models, strict=True)
     windows = [_window_probabilities(model, member.features_dir, split, batch_size, tau) for member, model in pairs]
-    reference = windows[0]
+    level = "window" if all(_same(w, windows[0]) for w in windows) else "recording"
+    if level == "recording":
+        windows = [_per_recording(w) for w in windows]
     for member, w in zip(members, windows, strict=True):
-        if w.recordings != reference.recordings or not np.array_equal(w.y, reference.y):
-            raise EnsembleError(
-                f"ensemble: run {member.run} cuts other {split} windows than run {first.run} "
-                "(expected the same clip_seconds and recordings)"
-            )
-    mean = _Windows(sum(w.proba for w in windows) / len(windows), reference.y, reference.recordings)
-    return score_probabilities(mean, species, models[0].card["train_counts"], rare_threshold)
+        if not _same(w, windows[0]):
+            raise EnsembleError(f"ensemble: run {member.run} scores other {split} recordings than run {first.run}")
+    mean = _Windows(sum(w.proba for w in windows) / len(windows), windows[0].y, windows[0].recordings)
+    return {**score_probabilities(mean, species, models[0].card["train_counts"], rare_threshold), "averaged": level}
+
+
+def _same(a: _Windows, b: _Windows) -> bool:
+    return a.recordings == b.recordings and np.array_equal(a.y, b.y)
+
+
+def _per_recording(w: _Windows) -> _Windows:
+    """One row per recording, in sorted order: the mean of its windows' probabilities."""
+    proba, y = _recording_level(w.proba, w.y, w.recordings)
+    first_seen = list(dict.fromkeys(w.recordings))
+    order = sorted(range(len(first_seen)), key=first_seen.__getitem__)
+    return _Windows(proba[order], y[order], [first_seen[i] for i in order])
 
 
 @dataclass(frozen=True)

@@ -262,11 +262,13 @@ def _ensemble_lines(ensemble: dict[str, Any] | None) -> list[str]:
         return []
     members = ", ".join(ensemble["members"])
     rec = ensemble["recording"]
+    level = ensemble.get("averaged", "window")
+    why = " (its members cut other windows: every figure here is per recording)" if level == "recording" else ""
     return [
         "",
         "## Ensemble",
         "",
-        f"`ensemble` averages the window probabilities of {members} (params `ensemble.runs`): test accuracy "
+        f"`ensemble` averages the {level} probabilities of {members} (params `ensemble.runs`){why}: test accuracy "
         f"{_fmt(ensemble['accuracy'])}, macro-F1 {_fmt(ensemble['f1_macro'])}, rare F1 {_fmt(ensemble['f1_rare'])}; "
         f"recording accuracy {_fmt(rec['accuracy'])}, macro-F1 {_fmt(rec['f1_macro'])}.",
     ]
