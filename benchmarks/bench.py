@@ -6,6 +6,8 @@
   a resident tensor with the same model, dtype, memory format and batch size — and (b) the usual way — a
   DataLoader over a per-sample Dataset, fp32, default settings (half an epoch a round); the three interleaved
   pass by pass, each ratio the median of the per-round ratios;
+- augment: a training step with every augmentation on against one without;
+- birdnet (the optional extra): BirdNET embeddings, windows/s of the front end against the bare LiteRT interpreter;
 - pipeline_seconds: the full default pipeline from an empty cache, `dvc repro` in a fresh clone of this commit;
   dvc_noop_seconds: `dvc repro` again there, with everything up to date (--no-pipeline: the no-op in this checkout).
 
@@ -274,6 +276,48 @@ def bench_augment(n: int = 256, batch: int = 32, rounds: int = 5) -> dict[str, f
 
 
 # -- dvc ------------------------------------------------------------------------------------------------------
+def bench_birdnet(n: int = 48, batch: int = 16, rounds: int = 5) -> dict[str, float | str]:
+    """BirdNET embeddings (the optional extra): the front end's windows/s against the bare LiteRT interpreter
+    running the unmodified model (class scores only) on the same windows, same batch and one thread each,
+    alternating round by round; the ratio is the median of the per-round ratios."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        from speciesclf.features.birdnet import BirdNETExtractor, model_path
+
+        ours = BirdNETExtractor(threads=1, batch=batch)
+    except Exception as exc:  # the extra is not installed: say so in the results, measure the rest
+        return {"skipped": str(exc)}
+    bare = Interpreter(model_path=str(model_path()), num_threads=1)
+    index = bare.get_input_details()[0]["index"]
+    bare.resize_tensor_input(index, [batch, 144000])
+    bare.allocate_tensors()
+    clips = (0.1 * np.random.default_rng(0).standard_normal((n, 144000))).astype(np.float32)
+
+    def bare_pass() -> float:
+        start = time.perf_counter()
+        for i in range(0, n, batch):
+            bare.set_tensor(index, clips[i : i + batch])
+            bare.invoke()
+        return n / (time.perf_counter() - start)
+
+    def our_pass() -> float:
+        start = time.perf_counter()
+        ours(clips)
+        return n / (time.perf_counter() - start)
+
+    bare_pass(), our_pass()  # warm-up: LiteRT plans the graph on the first call
+    bare_rates, our_rates = zip(*((bare_pass(), our_pass()) for _ in range(rounds)), strict=True)
+    return {
+        "windows": n,
+        "batch": batch,
+        "rounds": rounds,
+        "windows_per_s": float(np.median(our_rates)),
+        "bare_interpreter_windows_per_s": float(np.median(bare_rates)),
+        "vs_bare_interpreter": float(np.median(np.divide(our_rates, bare_rates))),
+    }
+
+
 def _dvc(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     return subprocess.run(["dvc", *args], cwd=cwd, env=env, capture_output=True, text=True)
@@ -324,10 +368,11 @@ def main() -> int:
     results["train.AudioCNN"] = bench_train("AudioCNN", n=512)
     results["train.AudioCNNv2"] = bench_train("AudioCNNv2", n=256)
     results["augment"] = bench_augment()
+    results["birdnet"] = bench_birdnet()
     results.update(bench_dvc(pipeline=not args.no_pipeline))
     write_json(args.out, results)
     print(f"machine: {results['machine']}")
-    for key in ("featurize", "train.AudioCNN", "train.AudioCNNv2", "augment"):
+    for key in ("featurize", "train.AudioCNN", "train.AudioCNNv2", "augment", "birdnet"):
         print(
             f"{key:18s} "
             + "  ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in results[key].items())

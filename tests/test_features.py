@@ -202,7 +202,7 @@ def test_config_invalid(kwargs: dict[str, float], key: str) -> None:
         ({"n_mfcc": 41}, "features.n_mfcc: invalid value 41; expected from 1 to n_mels (40)"),
         ({"hop_length": 1024}, "features.hop_length: invalid value 1024; expected from 1 to n_fft (512)"),
         ({"f_max": 9000.0}, "features.f_max: invalid value 9000.0; expected null or in (0, 8000] (Nyquist)"),
-        ({"front_end": "mel"}, "features.front_end: invalid value 'mel'; expected one of mfcc, logmel, pcen"),
+        ({"front_end": "mel"}, "features.front_end: invalid value 'mel'; expected one of mfcc, logmel, pcen, birdnet"),
     ],
 )
 def test_an_invalid_value_names_the_rule_it_breaks(kwargs: dict[str, float], message: str) -> None:

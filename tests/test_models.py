@@ -43,7 +43,7 @@ def test_count_parameters_skips_frozen() -> None:
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_build_model_by_name(name: str) -> None:
-    model = build_model(name, 4, conv_dropout=0.0, head_dropout=0.0)
+    model = build_model(name, 4)
     assert type(model) is MODELS[name]
     assert model.n_classes == 4
 

@@ -5,6 +5,7 @@ Slow (a couple of minutes: twelve stages, each a fresh Python with torch), so ma
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -145,6 +146,33 @@ def test_gain_and_background_train_on_log_mel_and_stop_on_mfcc(repo: Path) -> No
     assert r.returncode != 0
     assert "error: augment.gain_db: works on log-mel features (dB); the features are mfcc" in r.stdout + r.stderr
     assert "Traceback" not in r.stdout + r.stderr
+
+
+BIRDNET = [
+    "phase3.features.front_end=birdnet",
+    "+phase3.features.sample_rate=48000",
+    "+phase3.features.clip_seconds=3.0",
+    "+phase3.features.train_hop_seconds=1.5",
+    "models.phase3=EmbeddingLinear",
+    "ensemble.runs=[phase2a,phase2b]",  # members must cut the same windows: BirdNET's are 3 s
+    "augment.random_crop=false",  # a crop, masks and shifts need frames; mixup (on) works on embeddings
+    "augment.freq_mask=0",
+    "augment.time_mask=0",
+    "augment.time_shift=0",
+]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ai_edge_litert") is None, reason="the birdnet extra is not installed")
+def test_a_birdnet_head_is_phase3_set_by_params_and_reported(repo: Path) -> None:
+    sh(repo, "git", "checkout", "-q", "--", ".")
+    r = sh(repo, "dvc", "exp", "run", *(a for o in BIRDNET for a in ("-S", o)))
+    assert {"featurize_phase3", "train_phase3@42", "evaluate@phase3", "report"} <= ran_stages(r.stdout)
+    card = json.loads((repo / "models/phase3/seed_42/model.json").read_text())
+    assert card["model"] == "EmbeddingLinear" and card["pretrained"]["model"].startswith("BirdNET_GLOBAL_6K_V2.4")
+    assert card["features"]["front_end"] == "birdnet"
+    diff = sh(repo, "dvc", "metrics", "diff", "baseline", "--json").stdout
+    assert "metrics/phase3/seed_42.json" in json.loads(diff)
+    assert "| phase3/seed_42 |" in (repo / "reports/results.md").read_text()
 
 
 def test_mistyped_param_is_rejected_by_name(repo: Path) -> None:

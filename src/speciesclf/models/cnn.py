@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from speciesclf.models.heads import EmbeddingLinear, EmbeddingMLP
+
 __all__ = ["MODELS", "AudioCNN", "AudioCNNv2", "AudioCNNv3", "build_model", "count_parameters"]
 
 
@@ -104,7 +106,13 @@ class AudioCNNv3(_SpectroCNN):
         super().__init__(n_classes, (32, 64, 128, 256, 512), 512, conv_dropout, head_dropout)
 
 
-MODELS: dict[str, type[_SpectroCNN]] = {"AudioCNN": AudioCNN, "AudioCNNv2": AudioCNNv2, "AudioCNNv3": AudioCNNv3}
+MODELS: dict[str, type[nn.Module]] = {
+    "AudioCNN": AudioCNN,
+    "AudioCNNv2": AudioCNNv2,
+    "AudioCNNv3": AudioCNNv3,
+    "EmbeddingLinear": EmbeddingLinear,  # heads over a pretrained front end's embedding (speciesclf.models.heads)
+    "EmbeddingMLP": EmbeddingMLP,
+}
 
 
 def build_model(name: str, n_classes: int, **kwargs: float) -> nn.Module:

@@ -91,7 +91,10 @@ class AugmentConfig:
         return bool(self.gain_db or self.background_prob)
 
     def check_front_end(self, front_end: str) -> None:
-        """Refuse gain or background on features that are not log-mel decibels, naming the key."""
+        """Refuse gain or background on features that are not log-mel decibels, and a random crop of an embedding
+        (it has no frames to cut), naming the key."""
+        if self.random_crop and front_end == "birdnet":
+            raise ValueError("augment.random_crop: needs spectrogram frames; the features are birdnet embeddings")
         if self.in_decibels and front_end != "logmel":
             key = "gain_db" if self.gain_db else "background_prob"
             raise ValueError(f"augment.{key}: works on log-mel features (dB); the features are {front_end}")

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from speciesclf.choices import LOSSES
-from speciesclf.features.store import load_split, window_positions
+from speciesclf.features.store import PRETRAINED, load_split, window_positions
 from speciesclf.files import read_json
 from speciesclf.models.cnn import build_model
 from speciesclf.models.losses import BalancedSoftmaxLoss, ClassWeightedCrossEntropy, FocalLoss, LogitAdjustedLoss
@@ -90,7 +90,9 @@ def train_model(
     torch.manual_seed(config.seed)  # weight initialisation
     network = build_model(model_name, n_classes=len(labels["species"]))
     loss_fn = build_loss(loss, labels["train_counts"])
-    decibels = _decibel_scale(features_dir, augment) if augment is not None and augment.in_decibels else None
+    if augment is not None:
+        augment.check_front_end(read_json(features_dir / "features.json")["front_end"])
+    decibels = _decibel_scale(features_dir) if augment is not None and augment.in_decibels else None
     trainer = Trainer(network, loss_fn, config, callbacks=callbacks, log=log, augment=augment, decibels=decibels)
     state = None
     if state_dir is not None:
@@ -126,6 +128,7 @@ def _card(
         "train_counts": labels["train_counts"],
         "features": read_json(features_dir / "features.json"),
         "norm": read_json(features_dir / "norm.json"),
+        **_pretrained(features_dir),
         "loss": loss if loss is not None else {"name": "cross_entropy"},
         "train": asdict(config),
         **_augmented(augment),
@@ -168,9 +171,14 @@ def resources(model_name: str, network: nn.Module, config: TrainConfig, result: 
     }
 
 
-def _decibel_scale(features_dir: Path, augment: AugmentConfig) -> DecibelScale:
+def _pretrained(features_dir: Path) -> dict[str, Any]:
+    """The pretrained model that made the features, if one did (so a card says which BirdNET its head needs)."""
+    path = features_dir / PRETRAINED
+    return {"pretrained": read_json(path)} if path.exists() else {}
+
+
+def _decibel_scale(features_dir: Path) -> DecibelScale:
     """The training normalisation of log-mel features, for gain and background augmentation."""
-    augment.check_front_end(read_json(features_dir / "features.json")["front_end"])
     norm = read_json(features_dir / "norm.json")
     return DecibelScale(torch.tensor(norm["mean"]), torch.tensor(norm["std"]))
 
