@@ -145,13 +145,12 @@ ABLATION_MIXUP  := -S augment.mixup_alpha=0.4
 ablation-recipe          :=
 ablation-mfcc            := -S phase3.features.front_end=mfcc
 ablation-cross_entropy   := -S phase3.loss=cross_entropy
-ablation-audiocnn        := -S models.phase3=AudioCNN
 ablation-specaugment     := $(ABLATION_MASKS)
 ablation-crop_shift      := $(ABLATION_MOVES)
 ablation-gain_background := $(ABLATION_LEVELS)
 ablation-mixup           := $(ABLATION_MIXUP)
 ablation-augment_60      := $(ABLATION_MASKS) $(ABLATION_MOVES) $(ABLATION_LEVELS) -S train.epochs=60 -S train.patience=15
-ABLATION_VARIANTS ?= recipe augment_60 mfcc cross_entropy specaugment mixup crop_shift gain_background audiocnn
+ABLATION_VARIANTS ?= recipe augment_60 mfcc cross_entropy specaugment mixup crop_shift gain_background
 
 define queue_ablation
 -dvc exp remove -q ablation-$(1) 2>/dev/null

@@ -1,4 +1,5 @@
-"""Stage `ensemble`: the mean of several runs' window probabilities on the test split, scored like one run.
+"""Stage `ensemble`: the mean of several runs' probabilities on the test split, scored like one run (with its
+validation-split headline scores beside them).
 
     python stages/ensemble.py --models models --features data/features data/features_phase3 \\
         --scores metrics/eval --per-class metrics/per_class --confusion metrics/confusion --metrics metrics
@@ -13,7 +14,14 @@ import argparse
 from pathlib import Path
 
 from speciesclf.cli import run_stage
-from speciesclf.evaluation.evaluate import Member, ScoreFolders, evaluate_ensemble, feature_store_of, save_scores
+from speciesclf.evaluation.evaluate import (
+    Member,
+    ScoreFolders,
+    evaluate_ensemble,
+    feature_store_of,
+    save_scores,
+    validation_scores,
+)
 from speciesclf.params import load_params
 from speciesclf.runs import ENSEMBLE, runs_of
 
@@ -33,9 +41,11 @@ def main() -> None:
         Member(run, Path(args.models) / run, feature_store_of(Path(args.models) / run, args.features)) for run in runs
     ]
     settings = params["evaluate"]
-    result = evaluate_ensemble(members, settings["rare_threshold"], tau=settings["posthoc_tau"])
+    rare, tau = settings["rare_threshold"], settings["posthoc_tau"]
+    result = evaluate_ensemble(members, rare, tau=tau)
+    validation = validation_scores(evaluate_ensemble(members, rare, split="val", tau=tau))
     folders = ScoreFolders(Path(args.scores), Path(args.per_class), Path(args.confusion), Path(args.metrics))
-    save_scores(result, ENSEMBLE, folders, members=runs, averaged=result["averaged"])
+    save_scores(result, ENSEMBLE, folders, members=runs, averaged=result["averaged"], validation=validation)
     window, recording = result["window"], result["recording"]
     print(
         f"ensemble of {', '.join(runs)}: accuracy {window['accuracy']:.3f} f1_macro {window['f1_macro']:.3f} "

@@ -1,4 +1,5 @@
-"""Stage `evaluate@<group>`: test-split metrics of a trained model, or of every model of a group.
+"""Stage `evaluate@<group>`: test-split metrics of a trained model, or of every model of a group (with its
+validation-split headline scores beside them, for choices between runs).
 
     python stages/evaluate.py baseline --features data/features --models models --curves metrics/train \\
         --scores metrics/eval --per-class metrics/per_class --confusion metrics/confusion --metrics metrics
@@ -13,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from speciesclf.cli import run_stage
-from speciesclf.evaluation.evaluate import ScoreFolders, evaluate_model, save_scores
+from speciesclf.evaluation.evaluate import ScoreFolders, evaluate_model, save_scores, validation_scores
 from speciesclf.files import read_json
 from speciesclf.params import load_params
 from speciesclf.runs import GROUPS, runs_of
@@ -21,12 +22,13 @@ from speciesclf.runs import GROUPS, runs_of
 
 def evaluate_run(run: str, args: argparse.Namespace, settings: dict) -> None:
     folders = ScoreFolders(Path(args.scores), Path(args.per_class), Path(args.confusion), Path(args.metrics))
-    result = evaluate_model(
-        Path(args.models) / run, args.features, settings["rare_threshold"], tau=settings["posthoc_tau"]
-    )
+    model, rare, tau = Path(args.models) / run, settings["rare_threshold"], settings["posthoc_tau"]
+    result = evaluate_model(model, args.features, rare, tau=tau)
+    validation = validation_scores(evaluate_model(model, args.features, rare, split="val", tau=tau))
     curves = Path(args.curves) / run / "metrics.json"
     summary = read_json(curves) if curves.exists() else {}  # wall-clock facts: the training stage measured them
-    facts = {**result["training"], "train_seconds": summary.get("train_seconds"), "resources": summary.get("resources")}
+    facts = {**result["training"], "validation": validation}
+    facts |= {"train_seconds": summary.get("train_seconds"), "resources": summary.get("resources")}
     save_scores(result, run, folders, **facts)
     window = result["window"]
     print(

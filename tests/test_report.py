@@ -70,6 +70,31 @@ def test_the_ensemble_is_a_row_after_phase3_with_its_members_named() -> None:
     assert "## Ensemble" not in render_markdown(_summary([7], [_run(0.5, 0.4, 0.2)]))
 
 
+def _validated(run: dict, acc: float, f1: float) -> dict:
+    return run | {
+        "validation": {"window": {"accuracy": acc, "f1_macro": f1}, "recording": {"accuracy": acc, "f1_macro": f1}}
+    }
+
+
+@pytest.mark.parametrize(("ensemble_f1", "choice"), [(0.61, "the ensemble"), (0.55, "phase3/seed_7")])
+def test_validation_chooses_between_the_ensemble_and_its_best_member(ensemble_f1: float, choice: str) -> None:
+    members = {
+        "phase2b": _validated(_run(0.5, 0.4, 0.2), 0.5, 0.45),
+        "phase3/seed_7": _validated(_run(0.5, 0.4, 0.2), 0.7, 0.6),
+    }
+    ensemble = _validated(_run(0.8, 0.6, 0.5), 0.72, ensemble_f1) | {"members": list(members), "averaged": "recording"}
+    metrics = {"baseline": _run(0.3, 0.1, 0.0), "ensemble": ensemble, **members}
+    per_class = {"baseline": [{"species": "a", "train_count": 3, "support": 1, "f1": 0.0}]}
+    report = render_markdown(build_summary(metrics, per_class, [], TARGETS, seeds=[7]))
+    assert (
+        "averages the recording probabilities of phase2b, phase3/seed_7 (params `ensemble.runs`) (its members" in report
+    )
+    assert (
+        f"the ensemble scores accuracy 0.720, macro-F1 {ensemble_f1:.3f}; its best member there, phase3/seed_7, "
+        f"0.700 and 0.600: validation prefers {choice}."
+    ) in report
+
+
 def _stable(collapsed: bool, signs: list[str] = ()) -> dict:
     return {"stability": {"collapsed": collapsed, "signs": list(signs)}}
 

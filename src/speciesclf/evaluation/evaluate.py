@@ -32,6 +32,7 @@ __all__ = [
     "logit_adjusted",
     "save_scores",
     "score_probabilities",
+    "validation_scores",
 ]
 
 WALL_CLOCK = ("train_seconds", "resources")  # metrics that vary run to run: kept out of the hashed scores.json
@@ -139,6 +140,12 @@ def evaluate_model(
     )
     training = ("best_epoch", "epochs_run", "stopped_early", "best_val_f1_macro")  # validation: what choices use
     return {**scores, "training": {k: card[k] for k in training}}
+
+
+def validation_scores(result: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The headline scores of a result on the validation split, window and recording level: what a choice
+    between runs (an ensemble or its best member, one recipe or another) may look at; test never."""
+    return {level: {k: result[level][k] for k in ("accuracy", "f1_macro")} for level in ("window", "recording")}
 
 
 def feature_store_of(model_dir: str | os.PathLike[str], stores: Sequence[str | os.PathLike[str]]) -> Path:

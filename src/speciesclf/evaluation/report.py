@@ -173,7 +173,7 @@ def render_markdown(
     out += _recording_table(models)
     out += _gamma_table(summary["gamma_sweep"], summary.get("best_gamma"))
     out += _seeds_table(summary.get(PHASE3, {}))
-    out += _ensemble_lines(models.get(ENSEMBLE))
+    out += _ensemble_lines(models.get(ENSEMBLE), models)
     out += _species_table(summary["per_species_f1"] if all_species else summary["rarest_species"], all_species)
     out += _resources_table(models)
     out += _verdict_lines(summary["verdict"])
@@ -257,9 +257,29 @@ def _seeds_table(phase3: dict[str, Any]) -> list[str]:
     return out
 
 
-def _ensemble_lines(ensemble: dict[str, Any] | None) -> list[str]:
+def _ensemble_lines(ensemble: dict[str, Any] | None, models: dict[str, Any]) -> list[str]:
     if not ensemble:
         return []
+    lines = _ensemble_summary(ensemble)
+    members = [
+        (run, models[run]["validation"]["recording"])
+        for run in ensemble["members"]
+        if "validation" in models.get(run, {})
+    ]
+    if "validation" in ensemble and members:  # the choice between the ensemble and its best member, on validation
+        best_run, best = max(members, key=lambda m: m[1]["f1_macro"])
+        val = ensemble["validation"]["recording"]
+        choice = "the ensemble" if val["f1_macro"] > best["f1_macro"] else best_run
+        lines += [
+            "",
+            f"On the validation split (recording level) the ensemble scores accuracy {_fmt(val['accuracy'])}, "
+            f"macro-F1 {_fmt(val['f1_macro'])}; its best member there, {best_run}, {_fmt(best['accuracy'])} and "
+            f"{_fmt(best['f1_macro'])}: validation prefers {choice}.",
+        ]
+    return lines
+
+
+def _ensemble_summary(ensemble: dict[str, Any]) -> list[str]:
     members = ", ".join(ensemble["members"])
     rec = ensemble["recording"]
     level = ensemble.get("averaged", "window")
