@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import csv
 import os
+import shutil
 import subprocess
 import sys
 from collections import defaultdict
@@ -693,3 +694,25 @@ def test_near_silent_files_are_skipped_as_silent(tmp_path: Path) -> None:
         assert by_path[rel]["reason"] == "silent", by_path[rel]
         assert by_path[rel]["detail"].startswith("largest departure from the mean ")
     assert by_path["beta/quiet.wav"]["status"] == "used"
+
+
+@pytest.mark.parametrize("inside", [True, False])
+def test_the_prepared_folder_finds_its_recordings_from_a_copy_at_another_depth(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inside: bool
+) -> None:
+    """A DVC experiment runs in a copy of the repository, reusing prepared folders from the cache: a collection
+    inside the repository is copied with it (paths relative to the prepared folder), one outside is read in place
+    (absolute paths), whatever depth the copy lies at."""
+    repo = tmp_path / "repo"
+    root = (repo / "recordings") if inside else (tmp_path / "elsewhere" / "recordings")
+    _grouped_collection(root, n_species=2, n_recordings=3, clips_per=1)
+    repo.mkdir(exist_ok=True)
+    monkeypatch.chdir(repo)  # stages run in the repository
+    prepare(base_params(root, source="csv", csv="clips.csv"), repo / "data" / "prepared")
+    paths = [c.path for c in read_manifest(repo / "data" / "prepared" / "manifest.csv")]
+    assert all(Path(p).is_absolute() != inside for p in paths)
+    copy = tmp_path / "exps" / "run" / "deeper" / "repo"  # as .dvc/tmp/exps/standalone/tmpXXXX
+    shutil.copytree(repo, copy)
+    for c in read_manifest(copy / "data" / "prepared" / "manifest.csv"):
+        found = (copy / "data" / "prepared" / c.path).resolve()
+        assert found.is_file() and found.is_relative_to(copy if inside else root)

@@ -98,14 +98,24 @@ def prepare(params: dict[str, Any], out_dir: str | os.PathLike[str]) -> dict[str
         if not usable:
             raise ValueError(_nothing_usable(data["path"], entries))
         _check_trainable(data["path"], usable)
-        # manifest paths relative to out_dir, where featurize reads them from
-        rel = Path(os.path.relpath(base.resolve(), out_dir.resolve())) if data["source"] != "synthetic" else Path()
-        write_manifest(out / "manifest.csv", [replace(c, path=(rel / c.path).as_posix()) for c in usable])
+        prefix = _manifest_prefix(base, out_dir) if data["source"] != "synthetic" else Path()
+        write_manifest(out / "manifest.csv", [replace(c, path=(prefix / c.path).as_posix()) for c in usable])
         entries += [_used(c, checks[c.path], params["features"]) for c in usable]
         report = _report(data, usable, entries)
         write_json(out / "report.json", report)
     _print_summary(report)
     return report
+
+
+def _manifest_prefix(base: Path, out_dir: Path) -> Path:
+    """What the manifest puts before a recording's path inside the collection, so that featurize finds it from
+    ``out_dir``: the collection relative to ``out_dir`` when it lies inside the working directory (the repository,
+    where a stage runs; an experiment copies both, so the relative path holds in the copy), its absolute path when
+    it lies outside (every copy reads it in place: a relative path from a copy at another depth would miss it)."""
+    base = base.resolve()
+    if base.is_relative_to(Path.cwd().resolve()):
+        return Path(os.path.relpath(base, out_dir.resolve()))
+    return base
 
 
 def _check_trainable(path: str, usable: list[Clip]) -> None:
