@@ -1,0 +1,153 @@
+"""Ensembles across experiments: runs trained in different DVC experiments (a BirdNET head in one, a log-mel CNN in
+another) averaged like the ``ensemble`` stage averages the runs of one, and the candidate chosen on validation.
+
+The ``ensemble`` stage only sees the runs of its own experiment. This module takes *workspaces*, folders holding an
+experiment's ``params.yaml``, ``models/`` and ``data/features*/`` (``make insectset32-combined`` checks them out
+with git and DVC), and a run group in each::
+
+    python -m speciesclf.evaluation.combine --group log-mel=ws/insectset32:phase3 \\
+        --group birdnet=ws/insectset32-birdnet:phase3 --out reports/insectset32-combined
+
+The candidates are every run alone, each group's runs averaged, and all groups averaged. Each is scored on the
+validation and the test split at recording level (members cutting other windows are averaged per recording, as
+:func:`~speciesclf.evaluation.evaluate.evaluate_ensemble` does); the one with the best validation macro-F1 is
+chosen, the rule the report applies to an ensemble and its members. Test is reported beside it, never looked at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from speciesclf.evaluation.evaluate import Member, evaluate_ensemble, evaluate_model, feature_store_of
+from speciesclf.files import write_text
+from speciesclf.models.saved import load_model
+from speciesclf.params import load_params
+from speciesclf.runs import GROUPS, runs_of
+
+__all__ = ["Group", "candidates", "choose", "main", "parse_group", "render_markdown", "score"]
+
+STORES = ("data/features", "data/features_phase3")  # where dvc.yaml puts an experiment's feature stores
+SPLITS = ("val", "test")  # validation first: the split the choice is made on
+
+
+@dataclass(frozen=True)
+class Group:
+    """Runs of one experiment: a name for the table, the workspace, and the members (each on its store)."""
+
+    name: str
+    workspace: Path
+    members: tuple[Member, ...]
+
+
+def parse_group(spec: str) -> Group:
+    """``NAME=WORKSPACE:GROUP`` → the runs of GROUP (``phase3`` = each seed in that workspace's params.yaml)."""
+    name, sep, rest = spec.partition("=")
+    workspace, sep2, group = rest.rpartition(":")
+    if not (sep and sep2 and name and workspace):
+        raise ValueError(f"--group {spec}: expected NAME=WORKSPACE:GROUP, e.g. birdnet=ws/insectset32-birdnet:phase3")
+    if group not in GROUPS:
+        raise ValueError(f"--group {spec}: run group {group!r} is not one of {', '.join(GROUPS)}")
+    ws = Path(workspace)
+    if not (ws / "params.yaml").is_file():
+        raise ValueError(f"--group {spec}: {ws} is not an experiment's workspace (no params.yaml)")
+    stores = [ws / s for s in STORES if (ws / s / "features.json").is_file()]
+    members = []
+    for run in runs_of(group, load_params(ws / "params.yaml")):
+        model_dir = ws / "models" / run
+        if not (model_dir / "model.json").is_file():
+            raise ValueError(f"--group {spec}: {model_dir} holds no trained model (check the experiment out first)")
+        members.append(Member(f"{name} {run}", model_dir, feature_store_of(model_dir, stores)))
+    return Group(name, ws, tuple(members))
+
+
+def _distinct(groups: list[Group]) -> list[Group]:
+    """Refuse a name or a model given twice: it would replace a row, or weigh one run double in an average."""
+    seen: dict[Any, str] = {}
+    for g in groups:
+        for key in (g.name, *(m.model_dir.resolve() for m in g.members)):
+            if key in seen:
+                raise ValueError(f"--group {g.name}: {key} is already in --group {seen[key]}")
+            seen[key] = g.name
+    return groups
+
+
+def candidates(groups: list[Group]) -> dict[str, tuple[Member, ...]]:
+    """Each run alone, each group of several runs averaged, then all groups averaged (when there are several)."""
+    out = {m.run: (m,) for g in groups for m in g.members}
+    out |= {f"{g.name} (mean of {len(g.members)})": g.members for g in groups if len(g.members) > 1}
+    if len(groups) > 1:
+        out[" + ".join(g.name for g in groups)] = tuple(m for g in groups for m in g.members)
+    return out
+
+
+def score(members: tuple[Member, ...], rare_threshold: int) -> dict[str, dict[str, Any]]:
+    """Split → recording-level scores (and how members were averaged) of one candidate."""
+    models = [load_model(m.model_dir) for m in members]  # once for both splits
+    out = {}
+    for split in SPLITS:
+        if len(members) == 1:
+            m = members[0]
+            result = evaluate_model(m.model_dir, m.features_dir, rare_threshold, split, model=models[0])
+            result["averaged"] = "-"
+        else:
+            result = evaluate_ensemble(members, rare_threshold, split, models=models)
+        recording = result["recording"]
+        keys = ("accuracy", "f1_macro", "f1_rare", "n_recordings")
+        out[split] = {**{k: recording[k] for k in keys}, "averaged": result["averaged"]}
+    return out
+
+
+def choose(scored: dict[str, dict[str, Any]]) -> str:
+    """The candidate with the best validation macro-F1 (recording level); the first listed on a tie."""
+    return max(scored, key=lambda c: scored[c]["val"]["f1_macro"])
+
+
+def render_markdown(summary: dict[str, Any], title: str, preamble: str) -> str:
+    cols = ("val accuracy", "val macro-F1", "test accuracy", "test macro-F1", "test rare F1")
+    out = [f"# {title}", "", preamble, "", "| candidate | members | " + " | ".join(cols) + " |"]
+    out.append("|---" * (len(cols) + 2) + "|")
+    for name, row in summary["candidates"].items():
+        val, test = row["scores"]["val"], row["scores"]["test"]
+        cells = (val["accuracy"], val["f1_macro"], test["accuracy"], test["f1_macro"], test["f1_rare"])
+        label = f"**{name}**" if name == summary["chosen_on_validation"] else name
+        out.append(f"| {label} | {len(row['members'])} | " + " | ".join(map(_fmt, cells)) + " |")
+    chosen = summary["chosen_on_validation"]
+    test = summary["candidates"][chosen]["scores"]["test"]
+    out += ["", f"Chosen on validation macro-F1 (recording level): **{chosen}**; on test it scores accuracy "]
+    out[-1] += f"{test['accuracy']:.3f}, macro-F1 {test['f1_macro']:.3f} ({test['n_recordings']} recordings)."
+    return "\n".join(out) + "\n"
+
+
+def _fmt(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3f}"  # rare F1 is None when no species is rare
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m speciesclf.evaluation.combine") -> int:
+    """Score runs of several experiments alone and averaged; write <out>.json and <out>.md (whole)."""
+    parser = argparse.ArgumentParser(prog=prog, description=main.__doc__)
+    parser.add_argument("--group", action="append", required=True, help="NAME=WORKSPACE:GROUP, once per experiment")
+    parser.add_argument("--out", required=True, help="output path without suffix: writes .json and .md")
+    parser.add_argument("--title", default="Ensembles across experiments")
+    parser.add_argument("--preamble", default="Recording level; chosen on validation macro-F1, test beside it.")
+    args = parser.parse_args(argv)
+    try:
+        groups = _distinct([parse_group(spec) for spec in args.group])
+        rare = load_params(groups[0].workspace / "params.yaml")["evaluate"]["rare_threshold"]
+        scored = {name: (ms, score(ms, rare)) for name, ms in candidates(groups).items()}
+    except (ValueError, OSError) as exc:  # EnsembleError and ParamsError among them: one line, no traceback
+        where = f"{exc.filename}: {exc.strerror}" if isinstance(exc, OSError) and exc.filename else exc
+        parser.exit(2, f"{prog}: error: {where}\n")
+    table = {name: {"members": [m.run for m in ms], "scores": s} for name, (ms, s) in scored.items()}
+    chosen = choose({name: row["scores"] for name, row in table.items()})
+    summary = {"candidates": table, "chosen_on_validation": chosen, "rare_threshold": rare}
+    write_text(args.out + ".json", json.dumps(summary, indent=2) + "\n")
+    write_text(args.out + ".md", render_markdown(summary, args.title, args.preamble))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
