@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -63,6 +63,12 @@ def machine() -> dict[str, object]:
 
 
 # -- featurize ------------------------------------------------------------------------------------------------
+def _paired(ours: Sequence[float], theirs: Sequence[float]) -> tuple[float, float, float]:
+    """Medians of two interleaved series of measurements and of their round-by-round ratio ours / theirs: each
+    round met the host's load alike, so the ratio is steadier than the ratio of the medians."""
+    return float(np.median(ours)), float(np.median(theirs)), float(np.median(np.divide(ours, theirs)))
+
+
 def bench_featurize(n_clips: int, source_sr: int, rounds: int = 3) -> dict[str, float]:
     """Ours and librosa on the same clips, alternating over ``rounds`` batches of ``n_clips`` (so both meet the
     host's slow moments alike); the speed-up is the median of the per-round ratios."""
@@ -99,13 +105,14 @@ def bench_featurize(n_clips: int, source_sr: int, rounds: int = 3) -> dict[str, 
             t0 = time.perf_counter()
             np.save(folder / "librosa.npy", np.stack([librosa_mfcc(folder / name) for name, *_ in rows]))
             ref.append(n_clips / (time.perf_counter() - t0))
+    ours_rate, librosa_rate, speedup = _paired(ours, ref)
     return {
         "clips": n_clips,
         "rounds": rounds,
         "source_sample_rate": source_sr,
-        "clips_per_s": float(np.median(ours)),
-        "librosa_clips_per_s": float(np.median(ref)),
-        "speedup_vs_librosa": float(np.median(np.divide(ours, ref))),
+        "clips_per_s": ours_rate,
+        "librosa_clips_per_s": librosa_rate,
+        "speedup_vs_librosa": speedup,
     }
 
 
@@ -212,17 +219,17 @@ def bench_train(model_name: str, n: int, batch: int = 32, rounds: int = 3) -> di
 
     trainer = Trainer(build_model(model_name, 89), config=config, callbacks=[after_epoch], log=None)
     result = trainer.fit(x, y, x[:batch], y[:batch])
-    ours = np.asarray(rates["trainer"])
-    ceil, usual = np.asarray(rates["ceiling"]), np.asarray(rates["dataloader"])
+    ours, ceil, of_ceiling = _paired(rates["trainer"], rates["ceiling"])
+    _, usual, vs_dataloader = _paired(rates["trainer"], rates["dataloader"])
     return {
         "samples": n,
         "precision": result.precision,
         "rounds": rounds,
-        "samples_per_s": float(np.median(ours)),
-        "ceiling_samples_per_s": float(np.median(ceil)),
-        "fraction_of_ceiling": float(np.median(ours / ceil)),
-        "dataloader_samples_per_s": float(np.median(usual)),
-        "speedup_vs_dataloader": float(np.median(ours / usual)),
+        "samples_per_s": ours,
+        "ceiling_samples_per_s": ceil,
+        "fraction_of_ceiling": of_ceiling,
+        "dataloader_samples_per_s": usual,
+        "speedup_vs_dataloader": vs_dataloader,
     }
 
 
@@ -267,11 +274,12 @@ def bench_augment(n: int = 256, batch: int = 32, rounds: int = 5) -> dict[str, f
 
     one_pass(False), one_pass(True)  # warm-up: oneDNN picks and caches kernels
     plain, augmented = zip(*((one_pass(False), one_pass(True)) for _ in range(rounds)), strict=True)
+    augmented_s, plain_s, ratio = _paired(augmented, plain)
     return {
         "config": ", ".join(f"{k}={v}" for k, v in asdict(config).items()),
-        "plain_ms_per_step": 1000 * float(np.median(plain)),
-        "augmented_ms_per_step": 1000 * float(np.median(augmented)),
-        "slowdown": float(np.median(np.divide(augmented, plain))) - 1,
+        "plain_ms_per_step": 1000 * plain_s,
+        "augmented_ms_per_step": 1000 * augmented_s,
+        "slowdown": ratio - 1,
     }
 
 
@@ -294,27 +302,22 @@ def bench_birdnet(n: int = 48, batch: int = 16, rounds: int = 5) -> dict[str, fl
     bare.allocate_tensors()
     clips = (0.1 * np.random.default_rng(0).standard_normal((n, 144000))).astype(np.float32)
 
-    def bare_pass() -> float:
-        start = time.perf_counter()
+    def bare_pass() -> None:
         for i in range(0, n, batch):
             bare.set_tensor(index, clips[i : i + batch])
             bare.invoke()
-        return n / (time.perf_counter() - start)
 
-    def our_pass() -> float:
-        start = time.perf_counter()
-        ours(clips)
-        return n / (time.perf_counter() - start)
-
-    bare_pass(), our_pass()  # warm-up: LiteRT plans the graph on the first call
-    bare_rates, our_rates = zip(*((bare_pass(), our_pass()) for _ in range(rounds)), strict=True)
+    bare_rate, our_rate = _timed(bare_pass, n), _timed(lambda: ours(clips), n)
+    bare_rate(), our_rate()  # warm-up: LiteRT plans the graph on the first call
+    bare_rates, our_rates = zip(*((bare_rate(), our_rate()) for _ in range(rounds)), strict=True)
+    windows_per_s, bare_per_s, ratio = _paired(our_rates, bare_rates)
     return {
         "windows": n,
         "batch": batch,
         "rounds": rounds,
-        "windows_per_s": float(np.median(our_rates)),
-        "bare_interpreter_windows_per_s": float(np.median(bare_rates)),
-        "vs_bare_interpreter": float(np.median(np.divide(our_rates, bare_rates))),
+        "windows_per_s": windows_per_s,
+        "bare_interpreter_windows_per_s": bare_per_s,
+        "vs_bare_interpreter": ratio,
     }
 
 
