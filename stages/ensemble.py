@@ -22,6 +22,7 @@ from speciesclf.evaluation.evaluate import (
     save_scores,
     validation_scores,
 )
+from speciesclf.models.saved import load_model
 from speciesclf.params import load_params
 from speciesclf.runs import ENSEMBLE, runs_of
 
@@ -42,8 +43,9 @@ def main() -> None:
     ]
     settings = params["evaluate"]
     rare, tau = settings["rare_threshold"], settings["posthoc_tau"]
-    result = evaluate_ensemble(members, rare, tau=tau)
-    validation = validation_scores(evaluate_ensemble(members, rare, split="val", tau=tau))
+    models = [load_model(m.model_dir) for m in members]  # once for both splits
+    result = evaluate_ensemble(members, rare, tau=tau, models=models)
+    validation = validation_scores(evaluate_ensemble(members, rare, split="val", tau=tau, models=models))
     folders = ScoreFolders(Path(args.scores), Path(args.per_class), Path(args.confusion), Path(args.metrics))
     save_scores(result, ENSEMBLE, folders, members=runs, averaged=result["averaged"], validation=validation)
     window, recording = result["window"], result["recording"]

@@ -16,15 +16,17 @@ from pathlib import Path
 from speciesclf.cli import run_stage
 from speciesclf.evaluation.evaluate import ScoreFolders, evaluate_model, save_scores, validation_scores
 from speciesclf.files import read_json
+from speciesclf.models.saved import load_model
 from speciesclf.params import load_params
 from speciesclf.runs import GROUPS, runs_of
 
 
 def evaluate_run(run: str, args: argparse.Namespace, settings: dict) -> None:
     folders = ScoreFolders(Path(args.scores), Path(args.per_class), Path(args.confusion), Path(args.metrics))
-    model, rare, tau = Path(args.models) / run, settings["rare_threshold"], settings["posthoc_tau"]
-    result = evaluate_model(model, args.features, rare, tau=tau)
-    validation = validation_scores(evaluate_model(model, args.features, rare, split="val", tau=tau))
+    model_dir, rare, tau = Path(args.models) / run, settings["rare_threshold"], settings["posthoc_tau"]
+    model = load_model(model_dir)  # once for both splits
+    result = evaluate_model(model_dir, args.features, rare, tau=tau, model=model)
+    validation = validation_scores(evaluate_model(model_dir, args.features, rare, split="val", tau=tau, model=model))
     curves = Path(args.curves) / run / "metrics.json"
     summary = read_json(curves) if curves.exists() else {}  # wall-clock facts: the training stage measured them
     facts = {**result["training"], "validation": validation}

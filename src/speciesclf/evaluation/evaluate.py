@@ -126,10 +126,12 @@ def evaluate_model(
     split: str = "test",
     batch_size: int = 256,
     tau: float = 0.0,
+    model: SavedModel | None = None,
 ) -> dict[str, Any]:
     """Window- and recording-level metrics on ``split``, the per-species table, confusion pairs, training facts;
-    ``tau`` > 0 scores post-hoc logit-adjusted probabilities (:func:`logit_adjusted`)."""
-    model = load_model(model_dir)
+    ``tau`` > 0 scores post-hoc logit-adjusted probabilities (:func:`logit_adjusted`). ``model``: the one in
+    ``model_dir`` if already loaded (scoring a second split then loads it once)."""
+    model = model or load_model(model_dir)
     try:
         windows = _window_probabilities(model, Path(features_dir), split, batch_size, tau)
     except ValueError as exc:
@@ -160,7 +162,12 @@ def feature_store_of(model_dir: str | os.PathLike[str], stores: Sequence[str | o
 
 
 def evaluate_ensemble(
-    members: Sequence[Member], rare_threshold: int, split: str = "test", batch_size: int = 256, tau: float = 0.0
+    members: Sequence[Member],
+    rare_threshold: int,
+    split: str = "test",
+    batch_size: int = 256,
+    tau: float = 0.0,
+    models: Sequence[SavedModel] | None = None,
 ) -> dict[str, Any]:
     """Score the mean of the members' window probabilities (equal weights, each logit-adjusted by ``tau``) like one
     run; ``averaged`` in the result says at which level.
@@ -169,12 +176,12 @@ def evaluate_ensemble(
     the same windows are averaged window by window (``averaged: window``). Members that cut other windows (another
     clip length, as a pretrained front end's fixed window beside a spectrogram CNN) are averaged recording by
     recording, each member's recording probability being the mean of its windows' (``averaged: recording``; the
-    result's window-level scores are then per recording too). Raises :class:`EnsembleError` naming the first
-    member that does not fit.
+    result's window-level scores are then per recording too). ``models``: the members' models if already loaded.
+    Raises :class:`EnsembleError` naming the first member that does not fit.
     """
     if len(members) < 2:
         raise EnsembleError(f"an ensemble needs at least 2 runs, got {len(members)}")
-    models = [load_model(m.model_dir) for m in members]
+    models = models or [load_model(m.model_dir) for m in members]
     first, species = members[0], models[0].species
     for member, model in zip(members, models, strict=True):
         if model.species != species:

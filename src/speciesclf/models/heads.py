@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["EmbeddingLinear", "EmbeddingMLP"]
+from speciesclf.features.birdnet import EMBEDDING_SIZE
 
-EMBEDDING_SIZE = 1024  # BirdNET V2.4's (speciesclf.features.birdnet)
+__all__ = ["EmbeddingLinear", "EmbeddingMLP"]
 
 
 class _EmbeddingHead(nn.Module):
