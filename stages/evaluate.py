@@ -29,6 +29,9 @@ def evaluate_run(run: str, args: argparse.Namespace, settings: dict) -> None:
     validation = validation_scores(evaluate_model(model_dir, args.features, rare, split="val", tau=tau, model=model))
     curves = Path(args.curves) / run / "metrics.json"
     summary = read_json(curves) if curves.exists() else {}  # wall-clock facts: the training stage measured them
+    if summary.get("resources", {}).get("model") != model.card["model"]:
+        # a model DVC restored from its run cache leaves the git-tracked curves as they were: another run's
+        summary = {}
     facts = {**result["training"], "validation": validation}
     facts |= {"train_seconds": summary.get("train_seconds"), "resources": summary.get("resources")}
     save_scores(result, run, folders, **facts)

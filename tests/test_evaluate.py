@@ -6,6 +6,8 @@ import copy
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -195,3 +197,24 @@ def test_a_run_records_what_it_took(runs: Runs) -> None:
     assert 0 < r["peak_memory_mb"] <= peak_now + 1 and r["memory"] == "process peak RSS"
     assert 0 < r["seconds_per_epoch"] <= trained.train_seconds
     assert "resources" not in trained.card and "peak_memory_mb" not in json.dumps(trained.card)
+
+
+@pytest.mark.parametrize(("trained_as", "kept"), [("AudioCNN", True), ("EmbeddingMLP", False)])
+def test_the_stage_keeps_wall_clock_facts_only_from_the_models_own_training(
+    runs: Runs, tmp_path: Path, trained_as: str, kept: bool
+) -> None:
+    """A run DVC restores from its run cache does not rewrite its git-tracked curves; what is there may be another
+    model's (a BirdNET head's experiment finds the workspace's CNN): such time and memory are not reported."""
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    shutil.copytree(runs.mfcc.model_dir, tmp_path / "models/baseline")
+    facts = {"train_seconds": 12.5, "resources": {"model": trained_as, "peak_memory_mb": 900.0}}
+    (tmp_path / "curves/baseline").mkdir(parents=True)
+    (tmp_path / "curves/baseline/metrics.json").write_text(json.dumps(facts), encoding="utf-8")
+    folders = [f"--{k}={tmp_path / k}" for k in ("scores", "per-class", "confusion", "metrics")]
+    cmd = [sys.executable, str(ROOT / "stages/evaluate.py"), "baseline", f"--features={runs.mfcc.features_dir}"]
+    cmd += ["--models=models", "--curves=curves", *folders]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((tmp_path / "metrics/baseline.json").read_text())
+    assert (metrics["train_seconds"], metrics["resources"]) == ((12.5, facts["resources"]) if kept else (None, None))
+    assert metrics["recording"]["n_recordings"] == 3  # scored all the same
