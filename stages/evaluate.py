@@ -21,6 +21,12 @@ from speciesclf.params import load_params
 from speciesclf.runs import GROUPS, runs_of
 
 
+def _trained_it(curves: dict, card: dict) -> bool:
+    """Whether the training summary in the curves comes from the training that made this model card."""
+    same = ("best_epoch", "epochs_run", "best_val_f1_macro")
+    return curves.get("resources", {}).get("model") == card["model"] and all(curves.get(k) == card[k] for k in same)
+
+
 def evaluate_run(run: str, args: argparse.Namespace, settings: dict) -> None:
     folders = ScoreFolders(Path(args.scores), Path(args.per_class), Path(args.confusion), Path(args.metrics))
     model_dir, rare, tau = Path(args.models) / run, settings["rare_threshold"], settings["posthoc_tau"]
@@ -29,7 +35,7 @@ def evaluate_run(run: str, args: argparse.Namespace, settings: dict) -> None:
     validation = validation_scores(evaluate_model(model_dir, args.features, rare, split="val", tau=tau, model=model))
     curves = Path(args.curves) / run / "metrics.json"
     summary = read_json(curves) if curves.exists() else {}  # wall-clock facts: the training stage measured them
-    if summary.get("resources", {}).get("model") != model.card["model"]:
+    if not _trained_it(summary, model.card):
         # a model DVC restored from its run cache leaves the git-tracked curves as they were: another run's
         summary = {}
     facts = {**result["training"], "validation": validation}

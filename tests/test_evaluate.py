@@ -199,15 +199,22 @@ def test_a_run_records_what_it_took(runs: Runs) -> None:
     assert "resources" not in trained.card and "peak_memory_mb" not in json.dumps(trained.card)
 
 
-@pytest.mark.parametrize(("trained_as", "kept"), [("AudioCNN", True), ("EmbeddingMLP", False)])
+@pytest.mark.parametrize(
+    ("other", "kept"), [({}, True), ({"model": "EmbeddingMLP"}, False), ({"best_epoch": 7}, False)]
+)
 def test_the_stage_keeps_wall_clock_facts_only_from_the_models_own_training(
-    runs: Runs, tmp_path: Path, trained_as: str, kept: bool
+    runs: Runs, tmp_path: Path, other: dict, kept: bool
 ) -> None:
     """A run DVC restores from its run cache does not rewrite its git-tracked curves; what is there may be another
-    model's (a BirdNET head's experiment finds the workspace's CNN): such time and memory are not reported."""
+    run's (a BirdNET head's experiment finds the workspace's CNN, InsectSet32 the synthetic run of the same CNN):
+    its time and memory are not reported."""
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text(encoding="utf-8"), encoding="utf-8")
     shutil.copytree(runs.mfcc.model_dir, tmp_path / "models/baseline")
-    facts = {"train_seconds": 12.5, "resources": {"model": trained_as, "peak_memory_mb": 900.0}}
+    card = load_model(runs.mfcc.model_dir).card
+    facts = {k: card[k] for k in ("best_epoch", "epochs_run", "best_val_f1_macro")} | {"train_seconds": 12.5}
+    facts |= {"resources": {"model": card["model"], "peak_memory_mb": 900.0}}
+    facts["resources"]["model"] = other.get("model", card["model"])
+    facts["best_epoch"] = card["best_epoch"] + other.get("best_epoch", 0)  # another run of the same model
     (tmp_path / "curves/baseline").mkdir(parents=True)
     (tmp_path / "curves/baseline/metrics.json").write_text(json.dumps(facts), encoding="utf-8")
     folders = [f"--{k}={tmp_path / k}" for k in ("scores", "per-class", "confusion", "metrics")]
