@@ -24,7 +24,7 @@ from typing import Any
 
 from speciesclf.evaluation.evaluate import Member, evaluate_ensemble, evaluate_model, feature_store_of
 from speciesclf.files import write_text
-from speciesclf.models.saved import load_model
+from speciesclf.models.saved import SavedModel, load_model
 from speciesclf.params import load_params
 from speciesclf.runs import GROUPS, runs_of
 
@@ -84,9 +84,10 @@ def candidates(groups: list[Group]) -> dict[str, tuple[Member, ...]]:
     return out
 
 
-def score(members: tuple[Member, ...], rare_threshold: int) -> dict[str, dict[str, Any]]:
-    """Split → recording-level scores (and how members were averaged) of one candidate."""
-    models = [load_model(m.model_dir) for m in members]  # once for both splits
+def score(members: tuple[Member, ...], rare_threshold: int, loaded: dict[Path, SavedModel]) -> dict[str, Any]:
+    """Split → recording-level scores (and how members were averaged) of one candidate; ``loaded``: every
+    member's model by its folder (each run is in several candidates: loaded once for all)."""
+    models = [loaded[m.model_dir] for m in members]
     out = {}
     for split in SPLITS:
         if len(members) == 1:
@@ -137,7 +138,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m speciesclf.evalua
     try:
         groups = _distinct([parse_group(spec) for spec in args.group])
         rare = load_params(groups[0].workspace / "params.yaml")["evaluate"]["rare_threshold"]
-        scored = {name: (ms, score(ms, rare)) for name, ms in candidates(groups).items()}
+        loaded = {m.model_dir: load_model(m.model_dir) for g in groups for m in g.members}
+        scored = {name: (ms, score(ms, rare, loaded)) for name, ms in candidates(groups).items()}
     except (ValueError, OSError) as exc:  # EnsembleError and ParamsError among them: one line, no traceback
         where = f"{exc.filename}: {exc.strerror}" if isinstance(exc, OSError) and exc.filename else exc
         parser.exit(2, f"{prog}: error: {where}\n")
