@@ -7,10 +7,20 @@ import copy
 import pytest
 import torch
 
-from speciesclf.models.cnn import MODELS, AudioCNN, AudioCNNv2, AudioCNNv3, build_model, count_parameters
+from speciesclf.models.cnn import (
+    MODELS,
+    AudioCNN,
+    AudioCNNv2,
+    AudioCNNv3,
+    AudioCNNv4,
+    build_model,
+    count_parameters,
+)
+
+SPECTRO_CNNS = [AudioCNN, AudioCNNv2, AudioCNNv3, AudioCNNv4]
 
 
-@pytest.mark.parametrize("cls", [AudioCNN, AudioCNNv2, AudioCNNv3])
+@pytest.mark.parametrize("cls", SPECTRO_CNNS)
 @pytest.mark.parametrize("frames", [32, 500, 501])
 def test_output_shape(cls: type, frames: int) -> None:
     torch.manual_seed(0)
@@ -31,6 +41,24 @@ def test_parameter_counts() -> None:
     assert count_parameters(AudioCNN(90)) - v1 == 256 + 1
     v3 = count_parameters(AudioCNNv3(89))
     assert 1.7e6 <= v3 <= 2.1e6 and v3 - v1 > 256 * 512 * 9  # AudioCNN's blocks and a fifth of 512 channels
+    assert count_parameters(AudioCNNv4(89)) == v3  # only the pooling differs, and it has no parameters
+
+
+def test_v4_pools_max_plus_mean_over_time() -> None:
+    """AudioCNNv4's head sees, per channel, the max over frames plus the mean over frames of the band-averaged
+    feature maps; computed here from v3's layers with the same weights (v3 averages over bands and frames)."""
+    torch.manual_seed(0)
+    v4 = AudioCNNv4(5).eval()
+    v3 = AudioCNNv3(5).eval()
+    v3.load_state_dict(v4.state_dict())
+    x = torch.randn(3, 64, 250)
+    x[0, :, 100:] = -3.0  # a call in the first 100 frames only: the max and the mean over time differ
+    with torch.no_grad():
+        maps = v3.features(x.unsqueeze(1))  # (3, 512, bands, frames)
+        by_frame = maps.mean(dim=2)
+        expected = v3.head(by_frame.max(dim=-1).values + by_frame.mean(dim=-1))
+        assert torch.allclose(v4(x), expected, atol=1e-6)
+        assert not torch.allclose(v3(x), v4(x), atol=1e-3)  # not the global average
 
 
 def test_count_parameters_skips_frozen() -> None:
@@ -60,7 +88,7 @@ def test_too_few_classes() -> None:
         AudioCNN(1)
 
 
-@pytest.mark.parametrize("cls", [AudioCNN, AudioCNNv2, AudioCNNv3])
+@pytest.mark.parametrize("cls", SPECTRO_CNNS)
 def test_too_few_frames(cls: type) -> None:
     model = cls(3).eval()
     with pytest.raises(ValueError, match="32 frames"):
@@ -74,7 +102,7 @@ def test_wrong_ndim(shape: tuple[int, ...]) -> None:
         model(torch.zeros(shape))
 
 
-@pytest.mark.parametrize("cls", [AudioCNN, AudioCNNv2, AudioCNNv3])
+@pytest.mark.parametrize("cls", SPECTRO_CNNS)
 def test_eval_mode_is_deterministic(cls: type) -> None:
     torch.manual_seed(0)
     model = cls(5).eval()
@@ -104,7 +132,7 @@ def _relu_before_pool(model: torch.nn.Module) -> torch.nn.Module:
     return ref
 
 
-@pytest.mark.parametrize("cls", [AudioCNN, AudioCNNv2, AudioCNNv3])
+@pytest.mark.parametrize("cls", SPECTRO_CNNS)
 @pytest.mark.parametrize("bf16", [False, True])
 def test_pool_before_relu_is_bit_identical(cls: type, bf16: bool) -> None:
     """Pooling before the ReLU changes no bit of the logits, the loss's gradients or the batch-norm statistics."""

@@ -3,9 +3,10 @@
 
 `AudioCNN` is the study's Phase 0/2A network (4 conv blocks, 32-64-128-256 channels, 256-unit hidden layer);
 `AudioCNNv2` its Phase 2B network (5 blocks, 64-128-256-512-512, 512-unit hidden layer, ~4.2M parameters at
-89 classes); `AudioCNNv3`, Phase 3's, puts v2's width where it is cheap (5 blocks, 32-64-128-256-512). Pooling
+89 classes); `AudioCNNv3`, Phase 3's, puts v2's width where it is cheap (5 blocks, 32-64-128-256-512);
+`AudioCNNv4` is v3 with PANNs' pooling over time (a call heard in a few frames counts as much as a long one). Pooling
 uses ``ceil_mode`` so the 20-coefficient axis survives five halvings (20→10→5→3→2→1) and any input with at least
-32 frames works; global average pooling makes the head independent of the clip length.
+32 frames works; global pooling makes the head independent of the clip length.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import nn
 
 from speciesclf.models.heads import EmbeddingLinear, EmbeddingMLP
 
-__all__ = ["MODELS", "AudioCNN", "AudioCNNv2", "AudioCNNv3", "build_model", "count_parameters"]
+__all__ = ["MODELS", "AudioCNN", "AudioCNNv2", "AudioCNNv3", "AudioCNNv4", "build_model", "count_parameters"]
 
 
 def _conv_block(c_in: int, c_out: int, dropout: float) -> nn.Sequential:
@@ -38,8 +39,18 @@ def _conv_block(c_in: int, c_out: int, dropout: float) -> nn.Sequential:
     )
 
 
+class _MaxPlusMeanOverTime(nn.Module):
+    """``(batch, channels, bands, frames)`` → ``(batch, channels)``: the mean over bands, then the max plus the mean
+    over frames (PANNs, Kong et al. 2020). The max keeps a call that fills a few frames of the window, which a plain
+    average dilutes with the silence around it; the mean keeps the gradient flowing to every frame."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.mean(dim=2)
+        return x.amax(dim=-1) + x.mean(dim=-1)
+
+
 class _SpectroCNN(nn.Module):
-    """Conv blocks → global average pool → hidden layer → classifier."""
+    """Conv blocks → global pool (average, or :class:`_MaxPlusMeanOverTime`) → hidden layer → classifier."""
 
     min_frames = 32
 
@@ -50,6 +61,7 @@ class _SpectroCNN(nn.Module):
         hidden: int,
         conv_dropout: float = 0.1,
         head_dropout: float = 0.3,
+        pool: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if n_classes < 2:
@@ -60,7 +72,7 @@ class _SpectroCNN(nn.Module):
             blocks.append(_conv_block(c_in, c_out, conv_dropout))
             c_in = c_out
         self.features = nn.Sequential(*blocks)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = pool if pool is not None else nn.AdaptiveAvgPool2d(1)
         self.head = nn.Sequential(
             nn.Flatten(),
             nn.Linear(c_in, hidden),
@@ -106,10 +118,20 @@ class AudioCNNv3(_SpectroCNN):
         super().__init__(n_classes, (32, 64, 128, 256, 512), 512, conv_dropout, head_dropout)
 
 
+class AudioCNNv4(_SpectroCNN):
+    """AudioCNNv3's blocks and head with PANNs' pooling (:class:`_MaxPlusMeanOverTime`) in place of the global
+    average: the same parameters and nearly the same cost, for species whose calls are short or sparse."""
+
+    def __init__(self, n_classes: int, conv_dropout: float = 0.1, head_dropout: float = 0.3) -> None:
+        channels = (32, 64, 128, 256, 512)
+        super().__init__(n_classes, channels, 512, conv_dropout, head_dropout, pool=_MaxPlusMeanOverTime())
+
+
 MODELS: dict[str, type[nn.Module]] = {
     "AudioCNN": AudioCNN,
     "AudioCNNv2": AudioCNNv2,
     "AudioCNNv3": AudioCNNv3,
+    "AudioCNNv4": AudioCNNv4,
     "EmbeddingLinear": EmbeddingLinear,  # heads over a pretrained front end's embedding (speciesclf.models.heads)
     "EmbeddingMLP": EmbeddingMLP,
 }
