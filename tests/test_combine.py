@@ -124,3 +124,53 @@ def test_the_cli_refuses_a_run_given_twice_in_one_line(workspaces: tuple[Path, P
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "--group b:" in lines[0] and "seed_1 is already in --group a" in lines[0]
     assert not (tmp_path / "x.json").exists()
+
+
+@pytest.fixture(scope="module")
+def four(workspaces: tuple[Path, Path]) -> list[Path]:
+    """Two more experiments beside ``workspaces``: each front end again, at another seed."""
+    logmel, mfcc = workspaces
+    params = yaml.safe_load((logmel / "params.yaml").read_text(encoding="utf-8"))
+    _workspace(logmel.parent / "logmel2", params, "logmel", 1.0, [5])
+    _workspace(logmel.parent / "mfcc2", params, "mfcc", 0.5, [6])
+    return [logmel, mfcc, logmel.parent / "logmel2", logmel.parent / "mfcc2"]
+
+
+def test_averages_asked_for_are_candidates_with_their_spread(four: list[Path], tmp_path: Path) -> None:
+    out = tmp_path / "combined"
+    argv = [arg for name, ws in zip("abcd", four, strict=True) for arg in ("--group", f"{name}={ws}:phase3")]
+    assert main([*argv, "--average", "a+b", "--average", "c+d", "--out", str(out)]) == 0
+    summary = json.loads(out.with_suffix(".json").read_text())
+    table = summary["candidates"]
+    assert list(table)[-3:] == ["a + b", "c + d", "a + b + c + d"]
+    assert table["c + d"]["members"] == ["c phase3/seed_5", "d phase3/seed_6"]
+    members = [*parse_group(f"c={four[2]}:phase3").members, *parse_group(f"d={four[3]}:phase3").members]
+    expected = evaluate_ensemble(members, 3, "val")["recording"]
+    assert table["c + d"]["scores"]["val"]["accuracy"] == pytest.approx(expected["accuracy"])
+    assert summary["averages"]["candidates"] == ["a + b", "c + d"]
+    for split in ("val", "test"):
+        pair = [table[n]["scores"][split]["f1_macro"] for n in ("a + b", "c + d")]
+        got = summary["averages"]["scores"][split]
+        assert got["f1_macro"] == pytest.approx(sum(pair) / 2)
+        assert got["f1_macro_sd"] == pytest.approx(abs(pair[0] - pair[1]) / 2**0.5)
+    text = out.with_suffix(".md").read_text()
+    assert "Over the 2 averages asked for (a + b, c + d), mean ± sample sd: val accuracy" in text
+
+
+@pytest.mark.parametrize(
+    ("average", "message"),
+    [
+        ("a", "--average a: expected two or more different group names joined by +, e.g. a+b"),
+        ("a+a", "--average a+a: expected two or more different group names joined by +, e.g. a+b"),
+        ("a+z", "--average a+z: no --group named 'z' (groups: a, b)"),
+    ],
+)
+def test_a_bad_average_is_one_line_naming_it(
+    workspaces: tuple[Path, Path], tmp_path: Path, average: str, message: str
+) -> None:
+    logmel, mfcc = workspaces
+    cmd = [sys.executable, "-m", "speciesclf.evaluation.combine", "--out", str(tmp_path / "x"), "--average", average]
+    cmd += ["--group", f"a={logmel}:phase3", "--group", f"b={mfcc}:phase3"]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [f"python -m {cmd[2]}: error: {message}"]
+    assert not (tmp_path / "x.json").exists()

@@ -8,16 +8,20 @@ with git and DVC), and a run group in each::
     python -m speciesclf.evaluation.combine --group log-mel=ws/insectset32:phase3 \\
         --group birdnet=ws/insectset32-birdnet:phase3 --out reports/insectset32-combined
 
-The candidates are every run alone, each group's runs averaged, and all groups averaged. Each is scored on the
-validation and the test split at recording level (members cutting other windows are averaged per recording, as
-:func:`~speciesclf.evaluation.evaluate.evaluate_ensemble` does); the one with the best validation macro-F1 is
+The candidates are every run alone, each group's runs averaged, the averages of groups asked for with
+``--average A+B`` (for example each log-mel seed triple with a PCEN triple), and all groups averaged. Each is scored
+on the validation and the test split at recording level (members cutting other windows are averaged per recording,
+as :func:`~speciesclf.evaluation.evaluate.evaluate_ensemble` does); the one with the best validation macro-F1 is
 chosen, the rule the report applies to an ensemble and its members. Test is reported beside it, never looked at.
+Several ``--average`` of one recipe (independent seeds) also get their mean ± spread: the recipe's expected score,
+where the chosen candidate is the luckiest draw.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +32,17 @@ from speciesclf.models.saved import SavedModel, load_model
 from speciesclf.params import load_params
 from speciesclf.runs import GROUPS, runs_of
 
-__all__ = ["Group", "candidates", "choose", "main", "parse_group", "render_markdown", "score"]
+__all__ = [
+    "Group",
+    "candidates",
+    "choose",
+    "main",
+    "parse_average",
+    "parse_group",
+    "render_markdown",
+    "score",
+    "spread",
+]
 
 STORES = ("data/features", "data/features_phase3")  # where dvc.yaml puts an experiment's feature stores
 SPLITS = ("val", "test")  # validation first: the split the choice is made on
@@ -75,12 +89,30 @@ def _distinct(groups: list[Group]) -> list[Group]:
     return groups
 
 
-def candidates(groups: list[Group]) -> dict[str, tuple[Member, ...]]:
-    """Each run alone, each group of several runs averaged, then all groups averaged (when there are several)."""
+def parse_average(spec: str, groups: list[Group]) -> tuple[Group, ...]:
+    """``A+B[+...]`` → those groups (by name), to be averaged as one candidate."""
+    by_name = {g.name: g for g in groups}
+    names = spec.split("+")
+    if len(names) < 2 or len(set(names)) < len(names):
+        raise ValueError(f"--average {spec}: expected two or more different group names joined by +, e.g. a+b")
+    for name in names:
+        if name not in by_name:
+            raise ValueError(f"--average {spec}: no --group named {name!r} (groups: {', '.join(by_name)})")
+    return tuple(by_name[n] for n in names)
+
+
+def _average(groups: tuple[Group, ...] | list[Group]) -> tuple[str, tuple[Member, ...]]:
+    return " + ".join(g.name for g in groups), tuple(m for g in groups for m in g.members)
+
+
+def candidates(groups: list[Group], averages: list[tuple[Group, ...]] = ()) -> dict[str, tuple[Member, ...]]:
+    """Each run alone, each group of several runs averaged, the ``averages`` asked for, then all groups averaged
+    (when there are several)."""
     out = {m.run: (m,) for g in groups for m in g.members}
     out |= {f"{g.name} (mean of {len(g.members)})": g.members for g in groups if len(g.members) > 1}
+    out |= dict(_average(a) for a in averages)
     if len(groups) > 1:
-        out[" + ".join(g.name for g in groups)] = tuple(m for g in groups for m in g.members)
+        out.setdefault(*_average(groups))
     return out
 
 
@@ -107,6 +139,16 @@ def choose(scored: dict[str, dict[str, Any]]) -> str:
     return max(scored, key=lambda c: scored[c]["val"]["f1_macro"])
 
 
+def spread(scored: dict[str, dict[str, Any]], names: list[str]) -> dict[str, dict[str, float]]:
+    """Split → mean and sample sd of accuracy and macro-F1 over the candidates ``names`` (two or more)."""
+    out: dict[str, dict[str, float]] = {split: {} for split in SPLITS}
+    for split in SPLITS:
+        for key in ("accuracy", "f1_macro"):
+            values = [scored[n][split][key] for n in names]
+            out[split] |= {key: statistics.mean(values), f"{key}_sd": statistics.stdev(values)}
+    return out
+
+
 def render_markdown(summary: dict[str, Any], title: str, preamble: str) -> str:
     cols = ("val accuracy", "val macro-F1", "test accuracy", "test macro-F1", "test rare F1")
     out = [f"# {title}", "", preamble, "", "| candidate | members | " + " | ".join(cols) + " |"]
@@ -120,6 +162,14 @@ def render_markdown(summary: dict[str, Any], title: str, preamble: str) -> str:
     test = summary["candidates"][chosen]["scores"]["test"]
     out += ["", f"Chosen on validation macro-F1 (recording level): **{chosen}**; on test it scores accuracy "]
     out[-1] += f"{test['accuracy']:.3f}, macro-F1 {test['f1_macro']:.3f} ({test['n_recordings']} recordings)."
+    if "averages" in summary:
+        names, s = summary["averages"]["candidates"], summary["averages"]["scores"]
+        scores = "; ".join(
+            f"{split} accuracy {s[split]['accuracy']:.3f} ± {s[split]['accuracy_sd']:.3f}, "
+            f"macro-F1 {s[split]['f1_macro']:.3f} ± {s[split]['f1_macro_sd']:.3f}"
+            for split in SPLITS
+        )
+        out += ["", f"Over the {len(names)} averages asked for ({', '.join(names)}), mean ± sample sd: {scores}."]
     return "\n".join(out) + "\n"
 
 
@@ -131,21 +181,26 @@ def main(argv: list[str] | None = None, prog: str = "python -m speciesclf.evalua
     """Score runs of several experiments alone and averaged; write <out>.json and <out>.md (whole)."""
     parser = argparse.ArgumentParser(prog=prog, description=main.__doc__)
     parser.add_argument("--group", action="append", required=True, help="NAME=WORKSPACE:GROUP, once per experiment")
+    parser.add_argument("--average", action="append", default=[], help="A+B: also average these groups' runs")
     parser.add_argument("--out", required=True, help="output path without suffix: writes .json and .md")
     parser.add_argument("--title", default="Ensembles across experiments")
     parser.add_argument("--preamble", default="Recording level; chosen on validation macro-F1, test beside it.")
     args = parser.parse_args(argv)
     try:
         groups = _distinct([parse_group(spec) for spec in args.group])
+        averages = [parse_average(spec, groups) for spec in args.average]
         rare = load_params(groups[0].workspace / "params.yaml")["evaluate"]["rare_threshold"]
         loaded = {m.model_dir: load_model(m.model_dir) for g in groups for m in g.members}
-        scored = {name: (ms, score(ms, rare, loaded)) for name, ms in candidates(groups).items()}
+        scored = {name: (ms, score(ms, rare, loaded)) for name, ms in candidates(groups, averages).items()}
     except (ValueError, OSError) as exc:  # EnsembleError and ParamsError among them: one line, no traceback
         where = f"{exc.filename}: {exc.strerror}" if isinstance(exc, OSError) and exc.filename else exc
         parser.exit(2, f"{prog}: error: {where}\n")
     table = {name: {"members": [m.run for m in ms], "scores": s} for name, (ms, s) in scored.items()}
     chosen = choose({name: row["scores"] for name, row in table.items()})
     summary = {"candidates": table, "chosen_on_validation": chosen, "rare_threshold": rare}
+    if len(averages) > 1:
+        names = [_average(a)[0] for a in averages]
+        summary["averages"] = {"candidates": names, "scores": spread({n: table[n]["scores"] for n in names}, names)}
     write_text(args.out + ".json", json.dumps(summary, indent=2) + "\n")
     write_text(args.out + ".md", render_markdown(summary, args.title, args.preamble))
     return 0
