@@ -26,7 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from speciesclf.evaluation.evaluate import Member, evaluate_ensemble, evaluate_model, feature_store_of
+from speciesclf.evaluation.evaluate import (
+    Member,
+    average_members,
+    feature_store_of,
+    same_species,
+    score_probabilities,
+    window_probabilities,
+)
 from speciesclf.files import write_text
 from speciesclf.models.saved import SavedModel, load_model
 from speciesclf.params import load_params
@@ -39,6 +46,7 @@ __all__ = [
     "main",
     "parse_average",
     "parse_group",
+    "probabilities",
     "render_markdown",
     "score",
     "spread",
@@ -116,21 +124,34 @@ def candidates(groups: list[Group], averages: list[tuple[Group, ...]] = ()) -> d
     return out
 
 
-def score(members: tuple[Member, ...], rare_threshold: int, loaded: dict[Path, SavedModel]) -> dict[str, Any]:
-    """Split → recording-level scores (and how members were averaged) of one candidate; ``loaded``: every
-    member's model by its folder (each run is in several candidates: loaded once for all)."""
-    models = [loaded[m.model_dir] for m in members]
+def probabilities(groups: list[Group]) -> dict[tuple[Path, str], tuple[SavedModel, Any]]:
+    """(run's model folder, split) → the model and its window probabilities: computed once per run, since each run
+    is in several candidates."""
+    out = {}
+    for member in (m for g in groups for m in g.members):
+        model = load_model(member.model_dir)
+        for split in SPLITS:
+            try:
+                out[member.model_dir, split] = model, window_probabilities(model, member.features_dir, split)
+            except ValueError as exc:  # a store made for other species
+                raise ValueError(f"{member.model_dir}: {exc}") from None
+    return out
+
+
+def score(
+    members: tuple[Member, ...], rare_threshold: int, scored: dict[tuple[Path, str], tuple[SavedModel, Any]]
+) -> dict[str, Any]:
+    """Split → recording-level scores (and how members were averaged) of one candidate, from its members'
+    :func:`probabilities`: as :func:`~speciesclf.evaluation.evaluate.evaluate_ensemble` scores them."""
+    same_species(members, [scored[m.model_dir, SPLITS[0]][0] for m in members])
     out = {}
     for split in SPLITS:
-        if len(members) == 1:
-            m = members[0]
-            result = evaluate_model(m.model_dir, m.features_dir, rare_threshold, split, model=models[0])
-            result["averaged"] = "-"
-        else:
-            result = evaluate_ensemble(members, rare_threshold, split, models=models)
-        recording = result["recording"]
+        model = scored[members[0].model_dir, split][0]
+        windows = [scored[m.model_dir, split][1] for m in members]
+        mean, level = average_members(members, windows, split) if len(members) > 1 else (windows[0], "-")
+        recording = score_probabilities(mean, model.species, model.card["train_counts"], rare_threshold)["recording"]
         keys = ("accuracy", "f1_macro", "f1_rare", "n_recordings")
-        out[split] = {**{k: recording[k] for k in keys}, "averaged": result["averaged"]}
+        out[split] = {**{k: recording[k] for k in keys}, "averaged": level}
     return out
 
 
@@ -190,8 +211,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m speciesclf.evalua
         groups = _distinct([parse_group(spec) for spec in args.group])
         averages = [parse_average(spec, groups) for spec in args.average]
         rare = load_params(groups[0].workspace / "params.yaml")["evaluate"]["rare_threshold"]
-        loaded = {m.model_dir: load_model(m.model_dir) for g in groups for m in g.members}
-        scored = {name: (ms, score(ms, rare, loaded)) for name, ms in candidates(groups, averages).items()}
+        runs = probabilities(groups)
+        scored = {name: (ms, score(ms, rare, runs)) for name, ms in candidates(groups, averages).items()}
     except (ValueError, OSError) as exc:  # EnsembleError and ParamsError among them: one line, no traceback
         where = f"{exc.filename}: {exc.strerror}" if isinstance(exc, OSError) and exc.filename else exc
         parser.exit(2, f"{prog}: error: {where}\n")

@@ -26,13 +26,16 @@ __all__ = [
     "EnsembleError",
     "Member",
     "ScoreFolders",
+    "average_members",
     "evaluate_ensemble",
     "evaluate_model",
     "feature_store_of",
     "logit_adjusted",
+    "same_species",
     "save_scores",
     "score_probabilities",
     "validation_scores",
+    "window_probabilities",
 ]
 
 WALL_CLOCK = ("train_seconds", "resources")  # metrics that vary run to run: kept out of the hashed scores.json
@@ -85,7 +88,10 @@ def logit_adjusted(logits: torch.Tensor, train_counts: Sequence[int], tau: float
     return logits - tau * torch.log(counts / counts.sum())
 
 
-def _window_probabilities(model: SavedModel, features_dir: Path, split: str, batch_size: int, tau: float) -> _Windows:
+def window_probabilities(
+    model: SavedModel, features_dir: Path, split: str, batch_size: int = 256, tau: float = 0.0
+) -> _Windows:
+    """A model's species probabilities for each window of ``split`` in a feature store (logit-adjusted by ``tau``)."""
     if read_json(features_dir / "labels.json")["species"] != model.species:
         raise ValueError(f"{features_dir}: its species list differs from the one the model was trained on")
     x, y, recordings = load_split(features_dir, split)
@@ -133,7 +139,7 @@ def evaluate_model(
     ``model_dir`` if already loaded (scoring a second split then loads it once)."""
     model = model or load_model(model_dir)
     try:
-        windows = _window_probabilities(model, Path(features_dir), split, batch_size, tau)
+        windows = window_probabilities(model, Path(features_dir), split, batch_size, tau)
     except ValueError as exc:
         raise ValueError(f"{model_dir}: {exc}") from None
     card = model.card
@@ -182,20 +188,31 @@ def evaluate_ensemble(
     if len(members) < 2:
         raise EnsembleError(f"an ensemble needs at least 2 runs, got {len(members)}")
     models = models or [load_model(m.model_dir) for m in members]
-    first, species = members[0], models[0].species
-    for member, model in zip(members, models, strict=True):
-        if model.species != species:
-            raise EnsembleError(f"ensemble: run {member.run} was trained on other species than run {first.run}")
+    same_species(members, models)
     pairs = zip(members, models, strict=True)
-    windows = [_window_probabilities(model, member.features_dir, split, batch_size, tau) for member, model in pairs]
+    windows = [window_probabilities(model, member.features_dir, split, batch_size, tau) for member, model in pairs]
+    mean, level = average_members(members, windows, split)
+    train_counts = models[0].card["train_counts"]
+    return {**score_probabilities(mean, models[0].species, train_counts, rare_threshold), "averaged": level}
+
+
+def same_species(members: Sequence[Member], models: Sequence[SavedModel]) -> None:
+    """Raise :class:`EnsembleError` naming the first member trained on another species list than the first's."""
+    for member, model in zip(members, models, strict=True):
+        if model.species != models[0].species:
+            raise EnsembleError(f"ensemble: run {member.run} was trained on other species than run {members[0].run}")
+
+
+def average_members(members: Sequence[Member], windows: Sequence[_Windows], split: str) -> tuple[_Windows, str]:
+    """The mean of the members' probabilities (:func:`window_probabilities`) and the level it was taken at:
+    ``window`` where all cut the same windows, else ``recording`` (see :func:`evaluate_ensemble`)."""
     level = "window" if all(_same(w, windows[0]) for w in windows) else "recording"
     if level == "recording":
         windows = [_per_recording(w) for w in windows]
     for member, w in zip(members, windows, strict=True):
         if not _same(w, windows[0]):
-            raise EnsembleError(f"ensemble: run {member.run} scores other {split} recordings than run {first.run}")
-    mean = _Windows(sum(w.proba for w in windows) / len(windows), windows[0].y, windows[0].recordings)
-    return {**score_probabilities(mean, species, models[0].card["train_counts"], rare_threshold), "averaged": level}
+            raise EnsembleError(f"ensemble: run {member.run} scores other {split} recordings than run {members[0].run}")
+    return _Windows(sum(w.proba for w in windows) / len(windows), windows[0].y, windows[0].recordings), level
 
 
 def _same(a: _Windows, b: _Windows) -> bool:
