@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from speciesclf.data.audio import load_mono, windows
 from speciesclf.features.frontends import extractor
 from speciesclf.features.mfcc import FeatureConfig, MFCCExtractor, Standardizer
 
@@ -145,8 +146,29 @@ def test_standardizer_round_trip() -> None:
     np.testing.assert_array_equal(again(val), std(val))
 
 
+def test_time_expansion_divides_frequencies_and_multiplies_durations(tmp_path) -> None:
+    """A 4 kHz tone read at time expansion 2 is a 2 kHz tone twice as long, in the band a 2 kHz tone fills."""
+    import soundfile as sf
+
+    sr, t = 16000, np.arange(16000) / 16000
+    for freq in (4000, 2000):
+        sf.write(tmp_path / f"{freq}.wav", 0.4 * np.sin(2 * np.pi * freq * t), sr)
+    plain = FeatureConfig(front_end="logmel", sample_rate=sr, clip_seconds=0.5)
+    slowed = FeatureConfig(front_end="logmel", sample_rate=sr, clip_seconds=0.5, time_expansion=2.0)
+
+    def loudest_band(path, config):
+        wave = load_mono(path, config.read_rate)
+        x = extractor(config)(windows(wave, config.clip_samples, config.clip_samples))
+        return len(x), int(x.mean(axis=(0, 2)).argmax())
+
+    n, band_4k_slowed = loudest_band(tmp_path / "4000.wav", slowed)
+    assert n == 4  # 1 s became 2 s: four windows of 0.5 s
+    assert loudest_band(tmp_path / "4000.wav", plain) != (2, band_4k_slowed)
+    assert loudest_band(tmp_path / "2000.wav", plain) == (2, band_4k_slowed)
+
+
 def test_a_card_written_before_front_ends_existed_reads_as_mfcc() -> None:
-    old = {k: v for k, v in FeatureConfig().to_dict().items() if k not in ("front_end", "pcen_time_constant")}
+    old = {k: v for k, v in FeatureConfig().to_dict().items() if k not in ("front_end", "pcen_time_constant", "time_expansion")}
     assert FeatureConfig.from_dict(old) == FeatureConfig()
 
 
@@ -189,6 +211,7 @@ def test_config_from_dict_unknown_key() -> None:
         ({"f_max": -100.0}, "f_max"),
         ({"front_end": "mel"}, "front_end"),
         ({"pcen_time_constant": 0.0}, "pcen_time_constant"),
+        ({"time_expansion": 0.0}, "time_expansion"),
     ],
 )
 def test_config_invalid(kwargs: dict[str, float], key: str) -> None:

@@ -63,6 +63,15 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _train_tiny_model(tmp_path_factory.mktemp("predict"))
 
 
+def test_a_time_expanded_model_reads_new_audio_slowed_and_gives_starts_in_recording_seconds(tmp_path: Path) -> None:
+    model = _train_tiny_model(tmp_path, epochs=1, time_expansion=2.0)
+    assert json.loads((model / "model.json").read_text())["features"]["time_expansion"] == 2.0
+    sf.write(tmp_path / "new.wav", tone(SR, 1.5, FREQS["katydid"], 7), SR)
+    proba, starts = Predictor(model).window_proba(tmp_path / "new.wav")
+    assert starts == [0.0, 0.5, 1.0]  # 1.5 s slowed to 3 s: three 1 s windows, each 0.5 s of the recording
+    assert proba.shape == (3, len(FREQS))
+
+
 def run_cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "speciesclf.predict", *map(str, args)]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120)

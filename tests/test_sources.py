@@ -243,8 +243,10 @@ def test_long_recording_windows_in_train_and_in_val(tmp_path: Path) -> None:
     assert counts == {"train": 80, "val": 41, "test": 4}
 
 
-def test_reported_windows_match_featurize_for_odd_lengths_and_rates(tmp_path: Path) -> None:
-    """Resampling rounds the length up: one sample past a window boundary is one more window, in both places."""
+@pytest.mark.parametrize("time_expansion", [1.0, 2.5])
+def test_reported_windows_match_featurize_for_odd_lengths_and_rates(tmp_path: Path, time_expansion: float) -> None:
+    """Resampling rounds the length up: one sample past a window boundary is one more window, in both places;
+    time expansion lengthens every recording in both places alike."""
     root = tmp_path / "odd"
     root.mkdir()
     rows, n = [], 0
@@ -266,12 +268,17 @@ def test_reported_windows_match_featurize_for_odd_lengths_and_rates(tmp_path: Pa
             n += 1
     write_csv(root / "l.csv", rows, ("path", "label", "split"))
     out = tmp_path / "prepared"
-    report = prepare(base_params(root, source="csv", csv="l.csv"), out)
+    params = base_params(root, source="csv", csv="l.csv")
+    params["features"]["time_expansion"] = time_expansion
+    report = prepare(validate(params), out)
     reported: dict[str, int] = defaultdict(int)
     for e in report["files"]:
         reported[e["split"]] += e["windows"]
-    counts = featurize(out / "manifest.csv", tmp_path / "features", feature_config(root))
+    counts = featurize(out / "manifest.csv", tmp_path / "features", FeatureConfig(**params["features"]))
     assert counts == dict(reported)
+    if time_expansion == 2.5:  # 3 s and 7 samples at 44.1 kHz, slowed: just over 7.5 s, so 14 training windows of
+        # 1 s at a hop of 0.5 s, and one more aligned to the end for the tail
+        assert next(e["windows"] for e in report["files"] if e["path"] == "train_44100_132307.wav") == 15
 
 
 def test_featurize_gives_the_reported_windows_per_split(folder: Prepared, tmp_path: Path) -> None:

@@ -110,6 +110,7 @@ SCHEMA: dict[str, Any] = {
         "f_min": _num(0),
         "f_max": Rule((int, float), lambda v: v > 0, "a positive number or null", optional=True),
         "pcen_time_constant": _num(0, 60, lo_open=True),
+        "time_expansion": _num(0.1, 16),
     },
     "split": {
         "val": _num(0, 1, lo_open=True, hi_open=True),

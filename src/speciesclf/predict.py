@@ -96,10 +96,11 @@ class Predictor:
     @torch.no_grad()
     def window_proba(self, path: Path) -> tuple[np.ndarray, list[float]]:
         """``(windows, species)`` probabilities of one recording and each window's start in seconds."""
-        wave = load_mono(path, self.config.sample_rate)
+        wave = load_mono(path, self.config.read_rate)
         clip = self.config.clip_samples
         x = torch.from_numpy(self.model.norm(self.extract(windows(wave, clip, clip))))
-        starts = [s / self.config.sample_rate for s in window_starts(len(wave), clip, clip)]
+        # seconds of the recording, not of the time-expanded audio
+        starts = [s / self.config.read_rate for s in window_starts(len(wave), clip, clip)]
         return torch.softmax(self.model.network(x).double(), dim=1).numpy(), starts
 
 

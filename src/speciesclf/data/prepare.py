@@ -67,9 +67,10 @@ def _check_files(
 def _windows(check: FileCheck, split: str, features: dict[str, Any]) -> int:
     """How many windows featurize will cut from a recording of this split."""
     sr = features["sample_rate"]
+    read_rate = round(sr * features["time_expansion"])  # FeatureConfig.read_rate: time expansion lengthens it
     hop = features["train_hop_seconds"] if split == "train" else features["clip_seconds"]
     # samples after resampling (torchaudio rounds the length up)
-    n = -(-round(check.seconds * check.sample_rate) * sr // check.sample_rate)
+    n = -(-round(check.seconds * check.sample_rate) * read_rate // check.sample_rate)
     return len(window_starts(n, round(features["clip_seconds"] * sr), max(1, round(hop * sr))))
 
 

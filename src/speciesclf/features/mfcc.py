@@ -36,6 +36,9 @@ class FeatureConfig:
     f_min: float = 50.0
     f_max: float | None = None  # None: Nyquist
     pcen_time_constant: float = 0.4  # seconds; PCEN's smoother (librosa's default)
+    # Recordings are played this many times slower before anything else, as a bat detector's time expansion does:
+    # every frequency divided by it, every duration multiplied. The other keys then describe the slowed audio.
+    time_expansion: float = 1.0
 
     def __post_init__(self) -> None:
         if self.train_hop_seconds is None:
@@ -57,12 +60,18 @@ class FeatureConfig:
             ),
             "f_min": (0 <= self.f_min < f_top, f"in [0, f_max) = [0, {f_top:g})"),
             "pcen_time_constant": (self.pcen_time_constant > 0, "more than 0 (seconds)"),
+            "time_expansion": (self.time_expansion > 0, "more than 0"),
         }
         for key, value in PRETRAINED_AUDIO.get(self.front_end, {}).items():  # the audio the model was trained on
             checks[key] = (getattr(self, key) == value, f"{value:g} for the {self.front_end} front end")
         for key, (ok, rule) in checks.items():
             if not ok:
                 raise ValueError(f"features.{key}: invalid value {getattr(self, key)!r}; expected {rule}")
+
+    @property
+    def read_rate(self) -> int:
+        """The rate a recording is resampled to and then taken as ``sample_rate`` audio: that is time expansion."""
+        return round(self.sample_rate * self.time_expansion)
 
     @property
     def clip_samples(self) -> int:

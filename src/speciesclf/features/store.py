@@ -47,7 +47,7 @@ def _recording_windows(path: Path, config: FeatureConfig, hop: int) -> np.ndarra
 
     Always on one intra-op thread, in a worker or not, so the bytes do not depend on how many workers ran.
     """
-    wave = load_mono(path, config.sample_rate)
+    wave = load_mono(path, config.read_rate)
     extract = _extractor(config)
     clips = windows(wave, config.clip_samples, hop)
     if getattr(extract, "batched", False):  # a pretrained network: one call per recording, not per window
