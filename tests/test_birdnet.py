@@ -179,6 +179,24 @@ def store(recordings: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @needs_extra
+def test_a_time_expanded_store_holds_embeddings_of_the_slowed_recordings(recordings: Path, tmp_path: Path) -> None:
+    """At time expansion 3 a 4 s recording is 12 s of BirdNET's audio: 7 windows at the 1.5 s hop, not 2."""
+    config = FeatureConfig(**BIRDNET, time_expansion=3.0)
+    assert config.read_rate == 144000
+    with open(tmp_path / "manifest.csv", "w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(["path", "label", "split", "recording_id"])
+        for species in CALLS:
+            for r, split in enumerate(("train", "val", "test")):
+                out.writerow([str(recordings / species / f"{species}_{r}.flac"), species, split, f"{species}_{r}"])
+    counts = featurize(tmp_path / "manifest.csv", tmp_path / "features", config, workers=2)
+    assert counts == {"train": 3 * 7, "val": 3 * 5, "test": 3 * 6}  # 12, 15 and 18 s; evaluation hops 3 s
+    slowed = windows(load_mono(recordings / "buzz" / "buzz_0.flac", 144000), 144000, 72000)
+    train = np.load(tmp_path / "features" / "train_x.npy")
+    np.testing.assert_array_equal(train[-7:], BirdNETExtractor()(slowed))  # buzz is the last species written
+
+
+@needs_extra
 def test_featurize_stores_normalised_embeddings_and_which_model_made_them(store: Path) -> None:
     x, y, recs = load_split(store, "train")
     raw = np.load(store / "train_x.npy")
