@@ -17,6 +17,7 @@ from typing import Any
 from speciesclf.data.audio import window_starts
 from speciesclf.data.manifest import SPLITS, Clip, assign_splits, read_manifest, write_manifest
 from speciesclf.data.sources import FileCheck, check_file, collect_csv, collect_folder
+from speciesclf.features.mfcc import FeatureConfig
 from speciesclf.files import atomic_dir, write_json
 from speciesclf.progress import progress
 
@@ -66,12 +67,11 @@ def _check_files(
 
 def _windows(check: FileCheck, split: str, features: dict[str, Any]) -> int:
     """How many windows featurize will cut from a recording of this split."""
-    sr = features["sample_rate"]
-    read_rate = round(sr * features["time_expansion"])  # FeatureConfig.read_rate: time expansion lengthens it
-    hop = features["train_hop_seconds"] if split == "train" else features["clip_seconds"]
-    # samples after resampling (torchaudio rounds the length up)
-    n = -(-round(check.seconds * check.sample_rate) * read_rate // check.sample_rate)
-    return len(window_starts(n, round(features["clip_seconds"] * sr), max(1, round(hop * sr))))
+    config = FeatureConfig(**features)
+    hop = config.train_hop_seconds if split == "train" else config.clip_seconds
+    # samples after resampling to the read rate (torchaudio rounds the length up)
+    n = -(-round(check.seconds * check.sample_rate) * config.read_rate // check.sample_rate)
+    return len(window_starts(n, config.clip_samples, max(1, round(hop * config.sample_rate))))
 
 
 def _used(clip: Clip, check: FileCheck, features: dict[str, Any]) -> dict[str, Any]:
