@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from speciesclf.models.cnn import MODELS
-from speciesclf.params import SCHEMA, ParamsError, load_params, validate
+from speciesclf.params import SCHEMA, ParamsError, load_params, phase3_features, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -337,6 +337,17 @@ def test_wrong_type(dotted: str, value: Any) -> None:
 @pytest.mark.parametrize("dotted", ["train.patience", "loss.gamma", "seed", "report", "data.path", "phase1.power"])
 def test_missing_key(dotted: str) -> None:
     assert _error(_without(dotted)) == f"{dotted}: missing"
+
+
+def test_a_params_file_from_before_time_expansion_reads_as_no_expansion(tmp_path: Path) -> None:
+    """An older experiment's params.yaml lacks the key; it reads as 1.0, which reproduces what that file gave."""
+    text = (ROOT / "params.yaml").read_text(encoding="utf-8")
+    older = "".join(line for line in text.splitlines(keepends=True) if "time_expansion" not in line)
+    assert older != text
+    (tmp_path / "params.yaml").write_text(older, encoding="utf-8")
+    params = load_params(tmp_path / "params.yaml")
+    assert params["features"]["time_expansion"] == 1.0
+    assert phase3_features(params)["time_expansion"] == 1.0
 
 
 def test_section_not_a_mapping() -> None:

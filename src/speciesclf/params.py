@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +23,18 @@ class ParamsError(ValueError):
     """A bad value in params.yaml; ``str()`` is the one line to show the user."""
 
 
+_REQUIRED = object()
+
+
 @dataclass(frozen=True)
 class Rule:
     types: tuple[type, ...]
     check: Callable[[Any], bool] = lambda v: True
     allowed: str = ""
     optional: bool = False  # may be null
+    # a key added after params files were in use: a file written before it (an older experiment's, a user's) reads
+    # as this value, the one that reproduces what that file gave
+    default: Any = _REQUIRED
 
 
 def _num(lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False) -> Rule:
@@ -110,7 +116,7 @@ SCHEMA: dict[str, Any] = {
         "f_min": _num(0),
         "f_max": Rule((int, float), lambda v: v > 0, "a positive number or null", optional=True),
         "pcen_time_constant": _num(0, 60, lo_open=True),
-        "time_expansion": _num(0.1, 16),
+        "time_expansion": replace(_num(0.1, 16), default=1.0),
     },
     "split": {
         "val": _num(0, 1, lo_open=True, hi_open=True),
@@ -200,6 +206,8 @@ def _walk(params: dict[str, Any], schema: dict[str, Any], prefix: str) -> None:
             raise ParamsError(f"{prefix}{key}: unknown key; allowed in {where}: {', '.join(sorted(schema))}")
     for key, rule in schema.items():
         name = f"{prefix}{key}"
+        if key not in params and getattr(rule, "default", _REQUIRED) is not _REQUIRED:
+            params[key] = rule.default
         if key not in params:
             raise ParamsError(f"{name}: missing")
         value = params[key]
@@ -214,7 +222,8 @@ def _walk(params: dict[str, Any], schema: dict[str, Any], prefix: str) -> None:
 
 
 def validate(params: dict[str, Any]) -> dict[str, Any]:
-    """Check every key of a params mapping against :data:`SCHEMA`; returns it unchanged."""
+    """Check every key of a params mapping against :data:`SCHEMA`; returns it, with any key added since it was
+    written filled in with its default."""
     _walk(params, SCHEMA, "")
     if params["split"]["val"] + params["split"]["test"] >= 1:
         raise ParamsError("split.val + split.test: must leave a training share (sum < 1)")
