@@ -32,7 +32,7 @@ from speciesclf.features.mfcc import FeatureConfig, Standardizer
 from speciesclf.files import read_json, save_npy, write_csv, write_json
 from speciesclf.progress import progress
 
-__all__ = ["PRETRAINED", "featurize", "load_split", "window_positions"]
+__all__ = ["PRETRAINED", "featurize", "load_split", "recording_features", "window_positions"]
 
 PRETRAINED = "pretrained.json"  # a pretrained front end's name, version and checksum (BirdNET's features only)
 
@@ -119,6 +119,18 @@ def featurize(
     if config.front_end == "birdnet":  # which pretrained model made them, for each model's card
         write_json(out_dir / PRETRAINED, pretrained())
     return counts
+
+
+def recording_features(
+    paths: Sequence[Path], config: FeatureConfig, hop_seconds: float, label: str, workers: int | None = None
+) -> list[np.ndarray]:
+    """Each recording's feature windows ``(windows, bands, frames)``, not standardised, cut every ``hop_seconds``
+    (a store's training windows with ``train_hop_seconds``, its scored ones with ``clip_seconds``); ``label`` names
+    the work in the progress line."""
+    hop = max(1, round(hop_seconds * config.sample_rate))
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    jobs = [(Path(p), hop) for p in paths]
+    return list(progress(_map_recordings(jobs, config, workers), label, "recording", total=len(jobs)))
 
 
 def _featurize_split(

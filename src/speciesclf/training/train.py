@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -21,7 +24,16 @@ from speciesclf.training.augment import AugmentConfig, DecibelScale, WindowChain
 from speciesclf.training.checkpoint import TrainingState, code_files, fingerprint
 from speciesclf.training.trainer import EpochStats, TrainConfig, Trainer, TrainResult
 
-__all__ = ["TrainedRun", "build_loss", "resources", "train_model"]
+__all__ = [
+    "StoreFacts",
+    "TrainedRun",
+    "Windows",
+    "build_loss",
+    "resources",
+    "train_hop_frames",
+    "train_model",
+    "train_windows",
+]
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,40 @@ def build_loss(loss: dict[str, Any] | None, train_counts: Sequence[int]) -> nn.M
     return FocalLoss(alpha=None if alpha is None else float(alpha), **common)
 
 
+@dataclass(frozen=True)
+class Windows:
+    """What a run trains on, in memory: standardised features ``(n, bands, frames)``, species indices ``(n,)``, and
+    how the windows continue one another (for a random crop; None without)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    chain: WindowChain | None = None
+
+
+@dataclass(frozen=True)
+class StoreFacts:
+    """A feature store's facts that go into a model's card: species, training counts, settings, normalisation and
+    the pretrained model behind the features (if any)."""
+
+    species: list[str]
+    train_counts: list[int]
+    features: dict[str, Any]
+    norm: dict[str, Any]
+    pretrained: dict[str, Any] | None = None
+
+    @classmethod
+    def read(cls, features_dir: Path) -> StoreFacts:
+        labels = read_json(features_dir / "labels.json")
+        path = features_dir / PRETRAINED
+        return cls(
+            labels["species"],
+            labels["train_counts"],
+            read_json(features_dir / "features.json"),
+            read_json(features_dir / "norm.json"),
+            read_json(path) if path.exists() else None,
+        )
+
+
 def train_model(
     features_dir: str | os.PathLike[str],
     model_name: str,
@@ -84,38 +130,69 @@ def train_model(
     trains in step.
     """
     features_dir = Path(features_dir)
-    labels = read_json(features_dir / "labels.json")
+    facts = StoreFacts.read(features_dir)
     x_train, y_train, _ = load_split(features_dir, "train")
     x_val, y_val, _ = load_split(features_dir, "val")
+    chain = _window_chain(features_dir) if augment is not None and augment.random_crop else None
+    fingerprint_of = functools.partial(_fingerprint, features_dir=features_dir, code=code)
+    return train_windows(
+        Windows(x_train, y_train, chain),
+        Windows(x_val, y_val),
+        facts,
+        model_name,
+        loss,
+        config,
+        callbacks=callbacks,
+        log=log,
+        state=(state_dir, fingerprint_of) if state_dir is not None else None,
+        augment=augment,
+    )
+
+
+def train_windows(
+    train: Windows,
+    val: Windows | None,
+    facts: StoreFacts,
+    model_name: str,
+    loss: dict[str, Any] | None,
+    config: TrainConfig,
+    *,
+    callbacks: Sequence[Callable[[EpochStats], None]] = (),
+    log: Callable[[str], None] | None = print,
+    state: tuple[str | os.PathLike[str], Callable[[dict[str, Any]], str]] | None = None,
+    augment: AugmentConfig | None = None,
+) -> TrainedRun:
+    """Train ``model_name`` on in-memory windows: early-stopped on ``val``, or every epoch and the last one kept
+    when ``val`` is None (as cross-validation trains). ``state``: the folder for per-epoch state and how to
+    fingerprint the run for it."""
     torch.manual_seed(config.seed)  # weight initialisation
-    network = build_model(model_name, n_classes=len(labels["species"]))
-    loss_fn = build_loss(loss, labels["train_counts"])
+    network = build_model(model_name, n_classes=len(facts.species))
+    loss_fn = build_loss(loss, facts.train_counts)
     if augment is not None:
-        augment.check_front_end(read_json(features_dir / "features.json")["front_end"])
-    decibels = _decibel_scale(features_dir) if augment is not None and augment.in_decibels else None
+        augment.check_front_end(facts.features["front_end"])
+    decibels = _decibel_scale(facts.norm) if augment is not None and augment.in_decibels else None
     trainer = Trainer(network, loss_fn, config, callbacks=callbacks, log=log, augment=augment, decibels=decibels)
-    state = None
-    if state_dir is not None:
+    saved = None
+    if state is not None:
         run = {"model": model_name, "loss": loss, "train": asdict(config), "device": str(trainer.device)}
         run |= _augmented(augment)
-        state = TrainingState(state_dir, _fingerprint(run, features_dir, code), log=log)
-    chain = _window_chain(features_dir) if augment is not None and augment.random_crop else None
-    result = trainer.fit(x_train, y_train, x_val, y_val, state=state, chain=chain)
-    card = _card(model_name, labels, features_dir, loss, config, augment, result)
+        saved = TrainingState(state[0], state[1](run), log=log)
+    x_val, y_val = (val.x, val.y) if val is not None else (None, None)
+    result = trainer.fit(train.x, train.y, x_val, y_val, state=saved, chain=train.chain)
+    card = _card(model_name, facts, loss, config, augment, result)
     return TrainedRun(
         trainer.model,
         card,
         result.train_seconds,
         result.device,
-        state,
+        saved,
         resources(model_name, trainer.model, config, result),
     )
 
 
 def _card(
     model_name: str,
-    labels: dict[str, Any],
-    features_dir: Path,
+    facts: StoreFacts,
     loss: dict[str, Any] | None,
     config: TrainConfig,
     augment: AugmentConfig | None,
@@ -124,11 +201,11 @@ def _card(
     """model.json: what the model is and how it was trained, reproducible facts only (see speciesclf.models.saved)."""
     return {
         "model": model_name,
-        "species": labels["species"],
-        "train_counts": labels["train_counts"],
-        "features": read_json(features_dir / "features.json"),
-        "norm": read_json(features_dir / "norm.json"),
-        **_pretrained(features_dir),
+        "species": facts.species,
+        "train_counts": facts.train_counts,
+        "features": facts.features,
+        "norm": facts.norm,
+        **({"pretrained": facts.pretrained} if facts.pretrained is not None else {}),
         "loss": loss if loss is not None else {"name": "cross_entropy"},
         "train": asdict(config),
         **_augmented(augment),
@@ -140,10 +217,14 @@ def _card(
         "best_val_f1_macro": result.best_val_f1_macro,
         **({"diverged": result.diverged} if result.diverged is not None else {}),  # absent from a stable run's card
         # wall-clock seconds and memory vary run to run: they stay out of the card
-        "history": [
-            {k: v for k, v in asdict(h).items() if k not in ("seconds", "peak_memory_mb")} for h in result.history
-        ],
+        "history": [_epoch_facts(h) for h in result.history],
     }
+
+
+def _epoch_facts(stats: EpochStats) -> dict[str, Any]:
+    """One epoch for the card: no wall-clock or memory; a score never measured (no validation set) is null."""
+    facts = {k: v for k, v in asdict(stats).items() if k not in ("seconds", "peak_memory_mb")}
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in facts.items()}
 
 
 def _augmented(augment: AugmentConfig | None) -> dict[str, Any]:
@@ -171,23 +252,20 @@ def resources(model_name: str, network: nn.Module, config: TrainConfig, result: 
     }
 
 
-def _pretrained(features_dir: Path) -> dict[str, Any]:
-    """The pretrained model that made the features, if one did (so a card says which BirdNET its head needs)."""
-    path = features_dir / PRETRAINED
-    return {"pretrained": read_json(path)} if path.exists() else {}
-
-
-def _decibel_scale(features_dir: Path) -> DecibelScale:
+def _decibel_scale(norm: dict[str, Any]) -> DecibelScale:
     """The training normalisation of log-mel features, for gain and background augmentation."""
-    norm = read_json(features_dir / "norm.json")
     return DecibelScale(torch.tensor(norm["mean"]), torch.tensor(norm["std"]))
 
 
 def _window_chain(features_dir: Path) -> WindowChain:
-    """How the training windows continue one another, for a random crop: the training hop in frames."""
+    """How the training windows continue one another, for a random crop."""
     feats = read_json(features_dir / "features.json")
-    hop_frames = round(feats["train_hop_seconds"] * feats["sample_rate"] / feats["hop_length"])
-    return WindowChain.from_windows(*window_positions(features_dir, "train"), hop_frames)
+    return WindowChain.from_windows(*window_positions(features_dir, "train"), train_hop_frames(feats))
+
+
+def train_hop_frames(features: dict[str, Any]) -> int:
+    """The training hop in feature frames: how far a random crop may move a window."""
+    return round(features["train_hop_seconds"] * features["sample_rate"] / features["hop_length"])
 
 
 def _fingerprint(run: dict[str, Any], features_dir: Path, code: Sequence[str | os.PathLike[str]]) -> str:

@@ -105,7 +105,7 @@ class EpochStats:
 class TrainResult:
     best_epoch: int
     epochs_run: int
-    best_val_f1_macro: float
+    best_val_f1_macro: float | None  # None: trained without a validation set
     stopped_early: bool
     train_seconds: float
     device: str
@@ -186,6 +186,10 @@ def _peak_memory_mb(device: torch.device) -> float:
     return rss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
+def _finite(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point())
+
+
 @dataclass
 class _Best:
     """Early stopping: the best validation macro-F1 so far, its epoch and a copy of its weights."""
@@ -252,12 +256,15 @@ class Trainer:
         self,
         x_train: np.ndarray,
         y_train: np.ndarray,
-        x_val: np.ndarray,
-        y_val: np.ndarray,
+        x_val: np.ndarray | None,
+        y_val: np.ndarray | None,
         state: TrainingState | None = None,
         chain: WindowChain | None = None,
     ) -> TrainResult:
         """Train; leave the model with the weights of the epoch with the best validation macro-F1.
+
+        With no validation set (``x_val`` None: cross-validation's folds, where the held-out fold must not choose
+        the epoch) every epoch runs and the last one's weights are kept.
 
         A training loss that turns non-finite ends training there (the run diverged: ``TrainResult.diverged`` says
         where) and keeps the best epoch so far, or the initial weights (``best_epoch`` 0) if no epoch finished, so
@@ -282,7 +289,7 @@ class Trainer:
                 break  # early stopping (checked here, so a run resumed after its last epoch stops too)
             t0 = time.perf_counter()
             lr = run.opt.param_groups[0]["lr"]
-            train_loss, diverged = self._train_epoch(run, epoch)
+            train_loss, diverged = self._train_epoch(run, epoch, check_weights=x_val is None)
             if diverged is not None:
                 self._report_divergence(diverged, best)
                 break
@@ -296,7 +303,7 @@ class Trainer:
         return TrainResult(
             best_epoch=best.epoch,
             epochs_run=len(history),
-            best_val_f1_macro=max(best.f1, 0.0),
+            best_val_f1_macro=max(best.f1, 0.0) if x_val is not None else None,
             stopped_early=len(history) < cfg.epochs,
             train_seconds=time.perf_counter() - t_start,
             device=str(self.device),
@@ -308,7 +315,7 @@ class Trainer:
 
     # -- the steps of fit, in order ----------------------------------------------------------------------------
     def _check_input(self, x_train: np.ndarray, x_val: np.ndarray, chain: WindowChain | None) -> None:
-        if len(x_train) == 0 or len(x_val) == 0:
+        if len(x_train) == 0 or (x_val is not None and len(x_val) == 0):
             raise ValueError(f"need non-empty training and validation sets, got {len(x_train)} and {len(x_val)}")
         self.augment.config.check_input(*x_train.shape[1:3])
         if self.augment.config.random_crop:
@@ -335,9 +342,11 @@ class Trainer:
             torch.cuda.reset_peak_memory_stats(self.device)
         return _Run(x, y, net, opt, sched, shuffle, per_rank, chain.to(self.device) if chain is not None else None)
 
-    def _train_epoch(self, run: _Run, epoch: int) -> tuple[float, str | None]:
+    def _train_epoch(self, run: _Run, epoch: int, *, check_weights: bool = False) -> tuple[float, str | None]:
         """One pass over this rank's share of the training split: the mean loss over all ranks, and where the loss
-        turned non-finite if it did (the pass ends there)."""
+        turned non-finite if it did (the pass ends there). ``check_weights`` also reports weights left non-finite
+        by the pass: without validation no score rejects such an epoch, and the next epoch's loss comes too late
+        for the last one."""
         cfg, n = self.config, len(run.x)
         self.model.train()
         if self.world.distributed:
@@ -360,6 +369,8 @@ class Trainer:
                 return float("nan"), where
             loss_sum += loss.detach() * len(idx)
         distributed.all_reduce_sum(loss_sum)
+        if check_weights and not _finite(self.model):
+            return float("nan"), f"non-finite weights after epoch {epoch}"
         return float(loss_sum) / (run.per_rank * self.world.size), None
 
     def _step(self, run: _Run, idx: torch.Tensor) -> torch.Tensor:
@@ -381,8 +392,13 @@ class Trainer:
         return loss
 
     def _validate(
-        self, x_val: np.ndarray, y_val: np.ndarray, *, epoch: int, train_loss: float, lr: float, t0: float
+        self, x_val: np.ndarray | None, y_val: np.ndarray | None, *, epoch: int, train_loss: float, lr: float, t0: float
     ) -> EpochStats:
+        if x_val is None:  # NaN scores: _Best then follows the last epoch, and early stopping never triggers
+            nan = float("nan")
+            return EpochStats(
+                epoch, train_loss, nan, nan, nan, lr, time.perf_counter() - t0, _peak_memory_mb(self.device)
+            )
         logits = self._val_logits(x_val)
         pred = logits.argmax(1).numpy()
         return EpochStats(
