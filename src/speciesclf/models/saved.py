@@ -4,6 +4,10 @@ A model directory holds ``model.pt`` (the weights, on the CPU, so any machine ca
 the network's name, the species in output order, the feature settings and the training-split normalisation
 (the preprocessor travels with the model), plus how it was trained. ``model.json`` holds no wall-clock times, so
 identical runs give identical bytes.
+
+An ensemble's directory (what ``select`` writes) holds ``model.json`` naming its members and one such model
+directory per member under ``members/``; each member keeps its own front end, time expansion and normalisation,
+and the ensemble's probability of a recording is the mean of its members'.
 """
 
 from __future__ import annotations
@@ -21,9 +25,18 @@ from speciesclf.features.mfcc import FeatureConfig, Standardizer
 from speciesclf.files import atomic_path, read_json, write_json
 from speciesclf.models.cnn import build_model
 
-__all__ = ["SavedModel", "load_model", "load_weights", "save_model", "save_weights"]
+__all__ = [
+    "MEMBERS",
+    "SavedModel",
+    "load_members",
+    "load_model",
+    "load_weights",
+    "save_ensemble",
+    "save_model",
+    "save_weights",
+]
 
-WEIGHTS, CARD = "model.pt", "model.json"
+WEIGHTS, CARD, MEMBERS = "model.pt", "model.json", "members"
 
 
 @dataclass(frozen=True)
@@ -70,3 +83,30 @@ def load_model(model_dir: str | os.PathLike[str]) -> SavedModel:
         norm=Standardizer.from_dict(card["norm"]),
         card=card,
     )
+
+
+def save_ensemble(
+    model_dir: str | os.PathLike[str], members: dict[str, tuple[nn.Module, dict[str, Any]]], card: dict[str, Any]
+) -> None:
+    """Each member (name → network and card) as a model directory under ``members/``, and ``model.json``: ``card``
+    plus the members' names and their shared species list."""
+    model_dir = Path(model_dir)
+    species = {tuple(c["species"]) for _, c in members.values()}
+    if len(species) != 1:
+        raise ValueError(f"{model_dir}: an ensemble's members must share one species list")
+    for name, (network, member_card) in members.items():
+        save_model(model_dir / MEMBERS / name, network, member_card)
+    write_json(model_dir / CARD, {**card, "species": list(species.pop()), "members": list(members)})
+
+
+def load_members(model_dir: str | os.PathLike[str]) -> list[SavedModel]:
+    """The models a model directory holds: itself, or an ensemble's members (checked to share their species)."""
+    model_dir = Path(model_dir)
+    card = read_json(model_dir / CARD)
+    if MEMBERS not in card:
+        return [load_model(model_dir)]
+    members = [load_model(model_dir / MEMBERS / name) for name in card[MEMBERS]]
+    for name, member in zip(card[MEMBERS], members, strict=True):
+        if member.species != card["species"]:
+            raise ValueError(f"{model_dir / MEMBERS / name / CARD}: species differ from the ensemble's {CARD}")
+    return members
