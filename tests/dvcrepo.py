@@ -35,11 +35,11 @@ def commit(repo: Path, message: str) -> None:
 
 
 def copy_project(repo: Path) -> Path:
-    """dvc.yaml, params.yaml, stages/, src/ and .dvc/ config in a fresh git repo (no outputs, no cache)."""
+    """dvc.yaml, params.yaml, stages/, src/, recipes/ and .dvc/ config in a fresh git repo (no outputs, no cache)."""
     repo.mkdir(parents=True, exist_ok=True)
     for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
         shutil.copy(ROOT / name, repo / name)
-    for name in ("stages", "src", ".dvc"):
+    for name in ("stages", "src", ".dvc", "recipes"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))
     (repo / ".gitignore").write_text("/data/\n/models/\n/checkpoints/\n")
     sh(repo, "git", "init", "-q")

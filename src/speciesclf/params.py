@@ -16,7 +16,7 @@ import yaml
 from speciesclf.choices import FRONT_ENDS, LOSSES, PRETRAINED_AUDIO
 from speciesclf.runs import GROUPS, runs_of
 
-__all__ = ["ParamsError", "load_params", "phase3_features", "validate"]
+__all__ = ["ParamsError", "check_features", "check_section", "load_params", "phase3_features", "validate"]
 
 
 class ParamsError(ValueError):
@@ -237,6 +237,18 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
     if params["data"]["source"] == "csv" and not params["data"]["csv"]:
         raise ParamsError("data.csv: required when data.source is 'csv' (the CSV's name inside data.path)")
     return params
+
+
+def check_section(values: dict[str, Any], section: str, prefix: str) -> None:
+    """Check one section's values (``section`` of :data:`SCHEMA`) given elsewhere, e.g. in a recipe; messages name
+    the keys with ``prefix``."""
+    _walk(values, SCHEMA[section], prefix)
+
+
+def check_features(feats: dict[str, Any], where: str) -> None:
+    """Check a whole features section given elsewhere (a recipe's candidate): each key, and the rules between them."""
+    _walk(feats, SCHEMA["features"], f"{where}.")
+    _check_features(feats, where)
 
 
 def phase3_features(params: dict[str, Any]) -> dict[str, Any]:

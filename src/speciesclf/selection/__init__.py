@@ -1,0 +1,1 @@
+"""Choosing a collection's model: recipes, cross-validation folds, the select stage's work."""

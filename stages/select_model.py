@@ -1,0 +1,37 @@
+"""Stage `select`: a recipe's candidates cross-validated on the train + validation recordings, the best retrained on
+all of them and scored on test once → MODEL (one model directory, an ensemble's members inside) and METRICS.
+
+python stages/select_model.py recipes/synthetic.yaml data/prepared models/selected metrics/selected.json
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from speciesclf.cli import run_stage
+from speciesclf.files import atomic_dir, write_text
+from speciesclf.models.cnn import MODELS
+from speciesclf.params import load_params
+from speciesclf.selection.recipe import augment_keys_of, load_recipe
+from speciesclf.selection.select import select
+from speciesclf.training.augment import AugmentConfig
+from speciesclf.training.trainer import set_threads
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipe", help="the recipe file (recipes/*.yaml)")
+    parser.add_argument("prepared", help="the prepare stage's folder (its manifest.csv)")
+    parser.add_argument("model", help="the model directory to write (written whole)")
+    parser.add_argument("metrics", help="the metrics file to write: fold scores, the choice, test")
+    args = parser.parse_args()
+    params = load_params()
+    recipe = load_recipe(args.recipe, params, MODELS, augment_keys_of(AugmentConfig))
+    set_threads(recipe.train["threads"])
+    with atomic_dir(args.model) as out:
+        metrics = select(Path(args.prepared) / "manifest.csv", recipe, params["evaluate"]["rare_threshold"], out)
+    write_text(args.metrics, json.dumps(metrics, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,152 @@
+"""The select stage on a tiny real collection: two candidates and their average cross-validated on 2 folds, the
+chosen model written as one directory, and `speciesclf predict` on the test recordings giving exactly the
+recording-level test scores select reported. Bad recipes: one line naming the recipe file and the key."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+from sklearn.metrics import accuracy_score, f1_score
+
+from dvcrepo import ROOT, env
+
+SR = 16000
+FREQS = {"cricket": 600.0, "katydid": 1500.0, "cicada": 3200.0}
+RECIPE = {
+    "folds": 2,
+    "seed": 7,
+    "train": {"epochs": 2, "warmup_epochs": 0, "batch_size": 8},
+    "candidates": {
+        "mfcc": {"model": "AudioCNN", "loss": {"name": "cross_entropy"}},
+        "logmel": {"features": {"front_end": "logmel"}, "model": "AudioCNN", "loss": {"name": "logit_adjusted"}},
+    },
+    "averages": [["mfcc", "logmel"]],
+}
+
+
+def _tone(path: Path, freq: float, seed: int, seconds: float) -> None:
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(SR * seconds)) / SR
+    wave = 0.4 * np.sin(2 * np.pi * freq * t + rng.uniform(0, np.pi)) + 0.05 * rng.standard_normal(t.size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, wave.astype(np.float32), SR, subtype="PCM_16")
+
+
+def _project(tmp: Path, recipe: dict) -> Path:
+    """A folder collection (a file per recording, 1-2.5 s long), params.yaml for it and a recipe file."""
+    for s, (label, freq) in enumerate(FREQS.items()):
+        for r in range(6):
+            _tone(tmp / "recordings" / label / f"{r}.wav", freq * (1 + 0.03 * r), 10 * s + r, 1.0 + 0.3 * r)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"].update(source="folder", path="recordings")
+    params["features"].update(sample_rate=SR, clip_seconds=1.0, train_hop_seconds=0.5)
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    return tmp
+
+
+def _run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["python", *args], cwd=cwd, env=env(), capture_output=True, text=True, timeout=600)
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _select(cwd: Path) -> subprocess.CompletedProcess[str]:
+    return _run(cwd, str(ROOT / "stages/select_model.py"), "recipe.yaml", "prepared", "selected", "selected.json")
+
+
+@pytest.fixture(scope="module")
+def selected(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = _project(tmp_path_factory.mktemp("select"), RECIPE)
+    r = _run(tmp, str(ROOT / "stages/prepare.py"), "prepared")
+    assert r.returncode == 0, r.stderr
+    r = _select(tmp)
+    assert r.returncode == 0, r.stderr
+    return tmp
+
+
+def test_every_candidate_and_the_average_is_scored_on_each_fold(selected: Path) -> None:
+    metrics = json.loads((selected / "selected.json").read_text())
+    assert set(metrics["candidates"]) == {"mfcc", "logmel", "mfcc + logmel"}
+    for row in metrics["candidates"].values():
+        assert len(row["folds"]) == 2
+        assert row["mean"]["f1_macro"] == pytest.approx(np.mean([f["f1_macro"] for f in row["folds"]]))
+    best = max(metrics["candidates"], key=lambda c: metrics["candidates"][c]["mean"]["f1_macro"])
+    assert metrics["chosen"] == best
+    assert metrics["recordings"] == {"cross_validated": 15, "test": 3}
+
+
+def test_the_model_directory_holds_the_chosen_candidates(selected: Path) -> None:
+    metrics = json.loads((selected / "selected.json").read_text())
+    card = json.loads((selected / "selected" / "model.json").read_text())
+    chosen = metrics["chosen"].split(" + ")
+    if len(chosen) == 1:
+        assert "members" not in card and card["model"] == "AudioCNN"
+    else:
+        assert card["members"] == [f"{c}_seed42" for c in chosen]  # params.yaml's seed: the recipe's seeds the folds
+        for m in card["members"]:
+            member = json.loads((selected / "selected" / "members" / m / "model.json").read_text())
+            assert member["species"] == card["species"] == sorted(FREQS)
+            assert member["epochs_run"] == 2 and member["best_val_f1_macro"] is None  # no validation set chose it
+
+
+def test_predict_on_the_test_recordings_gives_the_reported_scores(selected: Path) -> None:
+    manifest = _rows(selected / "prepared" / "manifest.csv")
+    test = {str((selected / "prepared" / r["path"]).resolve()): r["label"] for r in manifest if r["split"] == "test"}
+    assert len(test) == 3  # one recording per species, each one file
+    r = _run(selected, "-m", "speciesclf.predict", "selected", *test, "--top-k", "1", "--out", "predictions.csv")
+    assert r.returncode == 0, r.stderr
+    rows = [row for row in _rows(selected / "predictions.csv") if row["level"] == "recording"]
+    predicted = {str(Path(row["path"]).resolve()): row["species"] for row in rows}
+    assert set(predicted) == set(test)
+    truth, guess = [test[p] for p in sorted(test)], [predicted[p] for p in sorted(test)]
+    reported = json.loads((selected / "selected.json").read_text())["test"]
+    assert accuracy_score(truth, guess) == reported["accuracy"]
+    assert f1_score(truth, guess, labels=sorted(set(truth)), average="macro", zero_division=0) == reported["f1_macro"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"candidats": {}}, "candidats: unknown key"),
+        (
+            {"candidates": {"x": {"model": "AudioCNN", "features": {"front_end": "wavelet"}}}},
+            "candidates.x.features.front_end",
+        ),
+        ({"candidates": {"x": {"model": "ResNet9000"}}}, "candidates.x.model: got 'ResNet9000'"),
+        (
+            {"candidates": {"x": {"model": "AudioCNN", "loss": {"name": "hinge"}}}},
+            "candidates.x.loss.name: got 'hinge'",
+        ),
+        (
+            {"candidates": {"x": {"model": "AudioCNN", "loss": {"name": "focal", "tau": 1}}}},
+            "candidates.x.loss.tau: unknown key",
+        ),
+        (
+            {"candidates": {"x": {"model": "AudioCNN", "augment": {"mask": 3}}}},
+            "candidates.x.augment.mask: unknown key",
+        ),
+        ({"averages": [["mfcc", "nope"]]}, "averages[0]: 'nope' is not a candidate"),
+        ({"train": {"epochs": True}}, "train.epochs: got True"),
+        ({"folds": 6}, "folds: got 6; species"),
+    ],
+)
+def test_a_bad_recipe_is_one_line_naming_the_file_and_key(selected: Path, change: dict, message: str) -> None:
+    (selected / "bad").mkdir(exist_ok=True)
+    (selected / "bad" / "recipe.yaml").write_text(yaml.safe_dump({**RECIPE, **change}))
+    (selected / "bad" / "params.yaml").write_text((selected / "params.yaml").read_text())
+    r = _run(selected / "bad", str(ROOT / "stages/select_model.py"), "recipe.yaml", "../prepared", "out", "m.json")
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: recipe.yaml: ") and message in lines[0], r.stderr
+    assert not (selected / "bad" / "out").exists() and not (selected / "bad" / "m.json").exists()
