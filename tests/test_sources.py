@@ -723,3 +723,123 @@ def test_the_prepared_folder_finds_its_recordings_from_a_copy_at_another_depth(
     for c in read_manifest(copy / "data" / "prepared" / "manifest.csv"):
         found = (copy / "data" / "prepared" / c.path).resolve()
         assert found.is_file() and found.is_relative_to(copy if inside else root)
+
+
+# -- one file, two spellings (issue 28): "the same file" is decided by the file, not by how a path spells it ------
+def _spelled_twice(tmp_path: Path, second: str, label: str = "alpha", split: str | None = None) -> Path:
+    """The small CSV collection plus ``alpha/rec0.wav`` listed again as ``second`` (line 14); with ``split``, a
+    split column puts every other row in train. The CSV lies in the collection's folder."""
+    root = tmp_path / "coll"
+    rows = _small_csv_collection(root)
+    if split is None:
+        write_csv(root / "l.csv", [*rows, (second, label)], ("path", "label"))
+    else:
+        rows = [(*row, "train") for row in rows]
+        write_csv(root / "l.csv", [*rows, (second, label, split)], ("path", "label", "split"))
+    return root
+
+
+@pytest.mark.parametrize("how", ["absolute", "symlink", "hardlink", "dotdot"])
+def test_one_file_spelled_twice_in_a_csv_is_used_once(tmp_path: Path, how: str) -> None:
+    root = tmp_path / "coll"
+    second = {
+        "absolute": str(root / "alpha" / "rec0.wav"),
+        "symlink": "alpha/linked.wav",
+        "hardlink": "beta/hard.wav",
+        "dotdot": "beta/../alpha/rec0.wav",
+    }[how]
+    root = _spelled_twice(tmp_path, second)
+    if how == "symlink":
+        os.symlink("rec0.wav", root / "alpha" / "linked.wav")
+    elif how == "hardlink":
+        os.link(root / "alpha" / "rec0.wav", root / "beta" / "hard.wav")
+    report = prepare(base_params(root, source="csv", csv="l.csv"), tmp_path / "prepared")
+    assert (report["n_files"], report["n_used"], report["skipped"]) == (13, 12, {"duplicate": 1})
+    dup = next(e for e in report["files"] if e.get("reason") == "duplicate")
+    assert dup["path"] == second
+    same = "repeats line 2" if how == "dotdot" else "the same file as 'alpha/rec0.wav' on line 2"  # as spelled
+    assert dup["detail"] == f"{same} of l.csv (line 14); the file is used once"
+    manifest = read_manifest(tmp_path / "prepared" / "manifest.csv")
+    reached = [(tmp_path / "prepared" / c.path).resolve() for c in manifest]
+    assert len(reached) == len(set(reached)) == 12  # one recording, one place in the splits
+
+
+@pytest.mark.parametrize(("how", "label", "split"), [("symlink", "beta", "train"), ("absolute", "alpha", "test")])
+def test_one_file_spelled_twice_with_another_label_or_split_names_both_lines(
+    tmp_path: Path, how: str, label: str, split: str
+) -> None:
+    root = tmp_path / "coll"
+    second = "alpha/linked.wav" if how == "symlink" else str(root / "alpha" / "rec0.wav")
+    root = _spelled_twice(tmp_path, second, label=label, split=split)
+    if how == "symlink":
+        os.symlink("rec0.wav", root / "alpha" / "linked.wav")
+    with pytest.raises(ValueError) as exc:
+        prepare(base_params(root, source="csv", csv="l.csv"), tmp_path / "prepared")
+    then = "'beta', split train" if label == "beta" else "'alpha', split test"
+    assert str(exc.value) == (
+        f"{root / 'l.csv'}: lines 2 and 14 list 'alpha/rec0.wav' and {second!r}, one file, as 'alpha', split train "
+        f"and as {then}; a file has one species, one split and one recording"
+    )
+    assert not (tmp_path / "prepared").exists()
+
+
+def test_a_hard_link_under_another_species_folder_is_used_once(tmp_path: Path) -> None:
+    for label in ("alpha", "beta"):
+        for r in range(4):
+            write_tone(tmp_path / "coll" / label / f"r{r}.wav", label, seed=r)
+    os.link(tmp_path / "coll" / "alpha" / "r0.wav", tmp_path / "coll" / "beta" / "x.wav")
+    report = prepare(base_params(tmp_path / "coll"), tmp_path / "prepared")
+    by_path = {e["path"]: e for e in report["files"]}
+    assert (report["n_files"], report["n_used"], report["skipped"]) == (9, 8, {"duplicate": 1})
+    assert by_path["alpha/r0.wav"]["status"] == "used"
+    assert (
+        by_path["beta/x.wav"]["detail"] == "the same file as alpha/r0.wav (a hard link to it); each file is used once"
+    )
+
+
+@pytest.mark.parametrize("row", ["../outside.wav", "ABSOLUTE", "alpha/../../outside.wav"])
+def test_a_csv_row_outside_data_path_is_refused_with_its_line(tmp_path: Path, row: str) -> None:
+    """DVC watches data.path; a file outside it could change while `dvc status` says all is current."""
+    root = tmp_path / "coll"
+    write_tone(tmp_path / "outside.wav", "alpha", seed=7)
+    row = str(tmp_path / "outside.wav") if row == "ABSOLUTE" else row
+    root = _spelled_twice(tmp_path, row)
+    with pytest.raises(ValueError) as exc:
+        prepare(base_params(root, source="csv", csv="l.csv"), tmp_path / "prepared")
+    assert str(exc.value) == (
+        f"{root / 'l.csv'}:14: {row!r} lies outside data.path ({root}), which DVC watches for changes; "
+        "move the file inside it or set data.path to a folder that holds both"
+    )
+
+
+def test_a_link_inside_data_path_to_a_file_elsewhere_is_used(tmp_path: Path) -> None:
+    """DVC hashes data.path through its links, so the file a link inside it reaches is watched: allowed."""
+    write_tone(tmp_path / "outside.wav", "alpha", seed=7)
+    root = _spelled_twice(tmp_path, "alpha/far.wav")
+    os.symlink(tmp_path / "outside.wav", root / "alpha" / "far.wav")
+    report = prepare(base_params(root, source="csv", csv="l.csv"), tmp_path / "prepared")
+    assert (report["n_used"], report["skipped"]) == (13, {})
+
+
+@pytest.mark.parametrize("where", ["file", "folder"])
+def test_a_name_that_is_not_utf8_is_one_line_naming_it(tmp_path: Path, where: str) -> None:
+    root = tmp_path / "coll"
+    for label in ("alpha", "beta"):
+        for r in range(4):
+            write_tone(root / label / f"r{r}.wav", label, seed=r)
+    bad = os.fsdecode(b"Gr\xfcn")  # Latin-1 bytes, as an old recorder's card may hold
+    if where == "file":
+        shutil.copy(root / "alpha" / "r0.wav", root / "alpha" / f"{bad}.wav")
+        shown = f"{root}/alpha/Gr\\xfcn.wav"
+    else:
+        shutil.copytree(root / "beta", root / bad)
+        shown = f"{root}/Gr\\xfcn"
+    params = base_params(root)
+    with pytest.raises(ValueError) as exc:
+        prepare(params, tmp_path / "prepared")
+    assert str(exc.value) == f"{shown}: the name is not UTF-8 (bytes shown as \\xNN); rename it"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    cmd = [sys.executable, str(ROOT / "stages/prepare.py"), "prepared"]
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr == f"error: {exc.value}\n", r.stderr
+    assert not (tmp_path / "prepared").exists()

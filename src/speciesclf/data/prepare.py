@@ -38,7 +38,7 @@ def _collect(params: dict[str, Any], out: Path) -> tuple[list[Clip], Path, list[
         clips, unlabelled = collect_folder(base)
         return clips, base, [{**u, "status": "skipped"} for u in unlabelled]
     csv_path = Path(data["path"]) / data["csv"]
-    clips, duplicates = collect_csv(csv_path)
+    clips, duplicates = collect_csv(csv_path, root=data["path"])
     return clips, csv_path.parent, [{**d, "status": "skipped"} for d in duplicates]
 
 
