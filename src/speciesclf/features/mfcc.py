@@ -137,12 +137,16 @@ class Standardizer:
 
     @classmethod
     def fit(cls, train: np.ndarray, eps: float = 1e-6) -> Standardizer:
-        """``train``: ``(n, bands, frames)``; statistics over clips and frames, accumulated in float64."""
+        """``train``: ``(n, bands, frames)``; statistics over clips and frames, accumulated in float64.
+
+        A band constant in training (std at most ``eps``) is centred but not scaled, as scikit-learn's
+        StandardScaler does: divided by ``eps``, a tiny value elsewhere became a z-score in the tens of thousands.
+        Seen with BirdNET embeddings, whose units that never fire on a small training split fire on new audio."""
         if train.ndim != 3 or train.shape[0] == 0:
             raise ValueError(f"need training features of shape (n>0, bands, frames), got {train.shape}")
         mean = train.mean(axis=(0, 2), dtype=np.float64)
         std = np.sqrt(((train - mean[None, :, None]) ** 2).mean(axis=(0, 2), dtype=np.float64))
-        return cls(mean, np.maximum(std, eps))
+        return cls(mean, np.where(std > eps, std, 1.0))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.mean[:, None]) / self.std[:, None]).astype(np.float32, copy=False)
