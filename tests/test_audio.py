@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,9 @@ from speciesclf.data.audio import (
     load_audio,
     load_mono,
     resample,
+    resampled_length,
+    stream_mono,
+    stream_windows,
     window_starts,
     windows,
 )
@@ -332,3 +337,68 @@ def test_windows_short_recording_is_padded() -> None:
 
 def test_windows_overlap_shape() -> None:
     assert windows(np.zeros(200, dtype=np.float32), 100, 50).shape == (3, 100)
+
+
+# -- streaming: block by block, window by window, the same samples as whole -------------------------------------------
+@pytest.mark.parametrize(("n", "window", "hop"), [(1, 4, 4), (3, 4, 2), (4, 4, 4), (9, 4, 4), (10, 4, 3), (37, 5, 2)])
+@pytest.mark.parametrize("block", [1, 3, 7, 100])
+def test_stream_windows_cut_the_windows_of_window_starts(n: int, window: int, hop: int, block: int) -> None:
+    wave = np.arange(1, n + 1, dtype=np.float32)
+    blocks = [wave[i : i + block] for i in range(0, n, block)]
+    got = list(stream_windows(blocks, window, hop))
+    assert [s for s, _ in got] == window_starts(n, window, hop)
+    expected = windows(wave, window, hop) if n > window else fit_length(wave, window)[None]
+    np.testing.assert_array_equal(np.stack([c for _, c in got]), expected)
+
+
+@pytest.mark.parametrize(("sr", "channels"), [(22257, 2), (44100, 1), (16000, 2)])
+def test_stream_mono_gives_the_whole_decoding_across_block_edges(tmp_path: Path, sr: int, channels: int) -> None:
+    """Decoded whole (libsndfile at once, then libsoxr at once) and streamed in blocks of 1,000 frames: one
+    signal, so the resampler's state carries over every edge."""
+    rng = np.random.default_rng(sr)
+    wave = (0.3 * rng.standard_normal((round(sr * 7.3), channels))).astype(np.float32)
+    path = tmp_path / "odd.flac"
+    sf.write(path, wave, sr, format="FLAC", subtype="PCM_24")
+    data, file_sr = load_audio(path)
+    whole = resample(data.mean(axis=0), file_sr, TARGET_SR)
+    streamed = np.concatenate(list(stream_mono(path, TARGET_SR, block_frames=1000)))
+    assert len(streamed) == len(whole) == resampled_length(data.shape[1], sr, TARGET_SR)
+    np.testing.assert_allclose(streamed, whole, atol=1e-6)
+
+
+def test_resampled_length_is_what_resample_makes() -> None:
+    rng = np.random.default_rng(0)
+    for n, sr in zip(rng.integers(2, 50_000, 40), rng.integers(4000, 96_000, 40), strict=True):
+        for target in (16000, 48000, 32000):
+            assert len(resample(np.zeros(n, np.float32), int(sr), target)) == resampled_length(int(n), int(sr), target)
+
+
+def test_resampling_a_rate_coprime_with_the_target_stays_small(tmp_path: Path) -> None:
+    """16,393 Hz to 48 kHz (gcd 1): torchaudio's polyphase kernel for it passed 24 GB; libsoxr's is small."""
+    path = tmp_path / "drift.wav"
+    sf.write(path, _tone(16393, 5.0), 16393)
+    # VmHWM, the peak of this process's own memory: ru_maxrss would carry pytest's peak over the exec
+    code = (
+        "import re; from speciesclf.data.audio import load_mono; "
+        f"w = load_mono({str(path)!r}, 48000); assert len(w) == 240000, len(w); "
+        "print(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]) // 1024)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout) < 200, f"peak RSS {r.stdout.strip()} MB"
+
+
+def test_a_stream_raises_the_reason_when_it_is_known(tmp_path: Path) -> None:
+    """A bad sample past the first block stops the stream there; silence is known at the end."""
+    wave = _tone(TARGET_SR, 2.0)
+    wave[25_000] = np.nan
+    sf.write(tmp_path / "nan.wav", wave, TARGET_SR, subtype="FLOAT")
+    stream = stream_mono(tmp_path / "nan.wav", TARGET_SR, block_frames=10_000)
+    assert len(next(stream)) == 10_000
+    with pytest.raises(AudioError) as exc:
+        list(stream)
+    assert exc.value.reason == "non_finite"
+    sf.write(tmp_path / "dc.wav", np.full(40_000, 0.25, np.float32), TARGET_SR, subtype="FLOAT")
+    with pytest.raises(AudioError) as exc:
+        list(stream_mono(tmp_path / "dc.wav", TARGET_SR, block_frames=10_000))
+    assert exc.value.reason == "silent"

@@ -1,20 +1,24 @@
 """Decode, downmix, resample and cut recordings into fixed-length clip windows.
 
 Decoding is libsndfile's (via soundfile): WAV in every PCM/float/A-law/µ-law flavour, FLAC, OGG/Vorbis, MP3.
-Resampling is torchaudio's windowed-sinc kernel, built once per (source rate, target rate) pair.
+Resampling is libsoxr's (via soxr), whose memory does not depend on the ratio of the rates: a polyphase kernel for
+rates with no common factor (16,393 Hz to 48 kHz) took torchaudio's resampler past 24 GB.
+
+:func:`stream_mono` and :func:`stream_windows` give a recording block by block and window by window, holding one
+block and one window whatever the recording's length; :func:`load_mono` and :func:`windows` are the same samples
+whole.
 """
 
 from __future__ import annotations
 
 import errno
-import functools
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio
+import soxr
 
 __all__ = [
     "SILENCE_DEVIATION",
@@ -23,9 +27,15 @@ __all__ = [
     "load_audio",
     "load_mono",
     "resample",
+    "resampled_length",
+    "stream_mono",
+    "stream_windows",
     "window_starts",
     "windows",
 ]
+
+BLOCK_FRAMES = 1 << 18  # frames decoded at a time when streaming: about 6 s at 44.1 kHz, 2 MB of stereo float32
+RESAMPLE_QUALITY = "HQ"
 
 # A recording is silent when no sample departs from its mean by more than this (full scale 1.0): -100 dBFS, a third
 # of one 16-bit quantisation step (2**-15 = 3.1e-5, -90 dBFS), so a 16-bit file passes as soon as one sample differs
@@ -58,6 +68,22 @@ def load_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
     nothing) or ``link_loop`` (a symbolic link that leads back to itself).
     """
     path = Path(path)
+    info = _audio_info(path)
+    try:
+        data, sr = sf.read(path, dtype="float32", always_2d=True)
+    except _DECODE_ERRORS as exc:
+        raise AudioError(path, "unreadable", _first_line(exc)) from None
+    level = _Level(info.channels)
+    level.add(path, data)
+    level.check(path)
+    return np.ascontiguousarray(data.T), int(sr)
+
+
+_DECODE_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError, ValueError)
+
+
+def _audio_info(path: Path) -> sf._SoundFileInfo:
+    """The file's header, after the reasons a path holds no audio at all (before any sample is read)."""
     if path.is_symlink() and not path.exists():
         raise _link_error(path)
     if not path.exists():
@@ -72,32 +98,44 @@ def load_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
         raise AudioError(path, "not_audio", _first_line(exc)) from None
     if info.frames == 0:
         raise AudioError(path, "zero_length", f"{info.format} header with no samples")
-    try:
-        data, sr = sf.read(path, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise AudioError(path, "unreadable", _first_line(exc)) from None
-    if data.shape[0] == 0:
-        raise AudioError(path, "zero_length", "no samples decoded")
-    if not np.isfinite(data).all():
-        raise AudioError(path, "non_finite", "NaN or infinite samples")
-    _check_not_silent(path, data)
-    return np.ascontiguousarray(data.T), int(sr)
+    return info
 
 
-def _check_not_silent(path: Path, data: np.ndarray) -> None:
-    """Raise ``silent`` when no sample of any channel departs from that channel's mean by more than
-    :data:`SILENCE_DEVIATION`; the detail gives the largest departure."""
-    mean = data.mean(axis=0, dtype=np.float64)
-    # the largest departure from the mean is at the maximum or the minimum: no copy of a long recording needed
-    peak = float(np.max(np.maximum(data.max(axis=0) - mean, mean - data.min(axis=0))))
-    if peak <= SILENCE_DEVIATION:
-        level = "no departure" if peak == 0 else f"{20 * np.log10(peak):.0f} dBFS"
-        raise AudioError(
-            path,
-            "silent",
-            f"largest departure from the mean {peak:.3g} ({level}) in {data.shape[0]} sample(s); "
-            f"a recording needs more than {SILENCE_DEVIATION:g}",
-        )
+class _Level:
+    """Each channel's running minimum, maximum and sum over ``(frames, channels)`` blocks: enough for the
+    non-finite and silence rules of :func:`load_audio` without holding the recording."""
+
+    def __init__(self, channels: int) -> None:
+        self.lo = np.full(channels, np.inf)
+        self.hi = np.full(channels, -np.inf)
+        self.sum = np.zeros(channels)
+        self.n = 0
+
+    def add(self, path: Path, block: np.ndarray) -> None:
+        if not np.isfinite(block).all():
+            raise AudioError(path, "non_finite", "NaN or infinite samples")
+        if len(block):
+            self.lo = np.minimum(self.lo, block.min(axis=0))
+            self.hi = np.maximum(self.hi, block.max(axis=0))
+            self.sum += block.sum(axis=0, dtype=np.float64)
+            self.n += len(block)
+
+    def check(self, path: Path) -> None:
+        """Raise ``zero_length`` when nothing decoded, ``silent`` when no sample of any channel departs from that
+        channel's mean by more than :data:`SILENCE_DEVIATION`; the detail gives the largest departure."""
+        if self.n == 0:
+            raise AudioError(path, "zero_length", "no samples decoded")
+        mean = self.sum / self.n
+        # the largest departure from the mean is at the maximum or the minimum
+        peak = float(np.max(np.maximum(self.hi - mean, mean - self.lo)))
+        if peak <= SILENCE_DEVIATION:
+            level = "no departure" if peak == 0 else f"{20 * np.log10(peak):.0f} dBFS"
+            raise AudioError(
+                path,
+                "silent",
+                f"largest departure from the mean {peak:.3g} ({level}) in {self.n} sample(s); "
+                f"a recording needs more than {SILENCE_DEVIATION:g}",
+            )
 
 
 def _link_error(path: Path) -> AudioError:
@@ -115,25 +153,50 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-@functools.lru_cache(maxsize=16)
-def _resampler(orig_sr: int, target_sr: int) -> torchaudio.transforms.Resample:
-    # building the sinc kernel costs more than applying it to a short clip: keep one per rate pair
-    return torchaudio.transforms.Resample(orig_sr, target_sr)
-
-
 def resample(wave: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    """Resample along the last axis; a no-op when the rates match."""
+    """Resample ``(samples,)`` or ``(channels, samples)`` along the last axis; a no-op when the rates match."""
     if orig_sr == target_sr:
         return wave
-    with torch.no_grad():
-        out = _resampler(int(orig_sr), int(target_sr))(torch.from_numpy(np.ascontiguousarray(wave)))
-    return out.numpy()
+    out = soxr.resample(np.ascontiguousarray(wave.T), int(orig_sr), int(target_sr), quality=RESAMPLE_QUALITY)
+    return np.ascontiguousarray(out.T)
+
+
+def resampled_length(n_samples: int, orig_sr: int, target_sr: int) -> int:
+    """Samples :func:`resample` makes of ``n_samples``: libsoxr rounds ``n * target / orig`` to the nearest."""
+    return (2 * n_samples * target_sr + orig_sr) // (2 * orig_sr)
 
 
 def load_mono(path: str | os.PathLike[str], sample_rate: int) -> np.ndarray:
     """Decode, downmix to mono (channel mean) and resample to ``sample_rate``: float32 ``(samples,)``."""
-    data, sr = load_audio(path)
-    return resample(data.mean(axis=0), sr, sample_rate).astype(np.float32, copy=False)
+    return np.concatenate(list(stream_mono(path, sample_rate)))
+
+
+def stream_mono(
+    path: str | os.PathLike[str], sample_rate: int, block_frames: int | None = None
+) -> Iterator[np.ndarray]:
+    """:func:`load_mono`'s samples in blocks, decoded and resampled block by block with no seam at their edges
+    (libsoxr's stream keeps the filter's state). The rules of :func:`load_audio` hold: a file that turns out
+    unreadable, non-finite or silent raises :class:`AudioError` when that is known, silence at the end."""
+    path, block_frames = Path(path), block_frames or BLOCK_FRAMES
+    info = _audio_info(path)
+    level = _Level(info.channels)
+    stream = None
+    if info.samplerate != sample_rate:
+        stream = soxr.ResampleStream(info.samplerate, sample_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY)
+    with sf.SoundFile(path) as f:
+        last = False
+        while not last:
+            try:
+                block = f.read(block_frames, dtype="float32", always_2d=True)
+            except _DECODE_ERRORS as exc:
+                raise AudioError(path, "unreadable", _first_line(exc)) from None
+            last = len(block) < block_frames
+            level.add(path, block)
+            mono = np.ascontiguousarray(block.mean(axis=1), dtype=np.float32)
+            out = mono if stream is None else stream.resample_chunk(mono, last=last)
+            if len(out):
+                yield out
+    level.check(path)
 
 
 def fit_length(wave: np.ndarray, n: int) -> np.ndarray:
@@ -167,6 +230,26 @@ def window_starts(n_samples: int, window: int, hop: int) -> list[int]:
 
 def windows(wave: np.ndarray, window: int, hop: int) -> np.ndarray:
     """Cut a mono recording into ``(n_windows, window)`` clips (see :func:`window_starts`)."""
-    if wave.shape[-1] <= window:
-        return fit_length(wave, window)[None, :]
-    return np.stack([wave[s : s + window] for s in window_starts(wave.shape[-1], window, hop)])
+    return np.stack([clip for _, clip in stream_windows([wave], window, hop)])
+
+
+def stream_windows(blocks: Iterable[np.ndarray], window: int, hop: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``(start, clip)`` for each window of :func:`window_starts` over a recording given in blocks, holding at
+    most one block and one window of it."""
+    if hop < 1 or window < 1:
+        raise ValueError(f"window and hop must be >= 1, got window={window}, hop={hop}")
+    held, offset = np.zeros(0, np.float32), 0  # the samples still needed, and where they start in the recording
+    start, last = 0, None
+    for block in blocks:
+        held = np.concatenate([held, block])
+        end = offset + len(held)
+        while start + window <= end:
+            yield start, held[start - offset : start - offset + window]
+            last, start = start, start + hop
+        keep = max(0, min(start, end - window) - offset)  # the next window's start, or the last full window
+        held, offset = held[keep:], offset + keep
+    n = offset + len(held)
+    if last is None and n:  # no longer than one window: one, padded
+        yield 0, fit_length(held, window)
+    elif last is not None and last + window < n:  # the hop left a tail: a last window aligned to the end
+        yield n - window, held[len(held) - window :]

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from speciesclf.data.audio import window_starts
+from speciesclf.data.audio import resampled_length, window_starts
 from speciesclf.data.manifest import SPLITS, Clip, assign_splits, read_manifest, write_manifest
 from speciesclf.data.sources import FileCheck, check_file, collect_csv, collect_folder
 from speciesclf.features.mfcc import FeatureConfig
@@ -69,8 +69,7 @@ def _windows(check: FileCheck, split: str, features: dict[str, Any]) -> int:
     """How many windows featurize will cut from a recording of this split."""
     config = FeatureConfig(**features)
     hop = config.train_hop_seconds if split == "train" else config.clip_seconds
-    # samples after resampling to the read rate (torchaudio rounds the length up)
-    n = -(-round(check.seconds * check.sample_rate) * config.read_rate // check.sample_rate)
+    n = resampled_length(round(check.seconds * check.sample_rate), check.sample_rate, config.read_rate)
     return len(window_starts(n, config.clip_samples, max(1, round(hop * config.sample_rate))))
 
 
