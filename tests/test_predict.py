@@ -6,8 +6,10 @@ import copy
 import csv
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -18,10 +20,11 @@ import soundfile as sf
 import torch
 import yaml
 
+from speciesclf.data import audio
 from speciesclf.data.prepare import prepare
 from speciesclf.features.mfcc import FeatureConfig
 from speciesclf.features.store import featurize, load_split
-from speciesclf.models.saved import save_model
+from speciesclf.models.saved import WeightsError, load_model, save_model
 from speciesclf.params import validate
 from speciesclf.predict import COLUMNS, Predictor
 from speciesclf.training.train import train_model
@@ -195,6 +198,20 @@ def _break_truncated_weights(d: Path) -> None:
     (d / "model.pt").write_bytes((d / "model.pt").read_bytes()[:1000])
 
 
+def _break_weights_cut_midway(d: Path) -> None:
+    """Cut where torch raises a bare OSError ("[Errno 22] Invalid argument", no file named), not RuntimeError."""
+    weights = (d / "model.pt").read_bytes()
+    for cut in range(512, len(weights), 512):
+        (d / "model.pt").write_bytes(weights[:cut])
+        try:
+            torch.load(d / "model.pt", weights_only=True)
+        except OSError:
+            return
+        except RuntimeError:
+            continue
+    raise AssertionError("no cut of model.pt makes torch.load raise OSError")
+
+
 def _break_missing_weights(d: Path) -> None:
     (d / "model.pt").unlink()
 
@@ -215,6 +232,7 @@ def _break_species_count(d: Path) -> None:
 
 BROKEN = {
     _break_truncated_weights: "model.pt: unreadable, or not the weights model.json describes",
+    _break_weights_cut_midway: "model.pt: unreadable, or not the weights model.json describes",
     _break_missing_weights: "model.pt: missing",
     _break_empty_card: "model.json: not valid JSON",
     _break_card_not_a_mapping: "model.json: not a model card (TypeError",
@@ -270,3 +288,121 @@ def test_a_model_on_another_front_end_predicts_with_the_front_end_of_its_card(tm
     proba, _ = predictor.window_proba(tmp_path / "prepared" / first["path"])
     assert x.shape[1] == 32 and proba.shape == expected.shape
     np.testing.assert_allclose(proba, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("damage", [_break_weights_cut_midway, _break_species_count], ids=["cut", "species"])
+def test_load_model_names_model_pt_when_its_weights_are_unusable(model_dir: Path, tmp_path: Path, damage: Any) -> None:
+    """evaluate, select and predict load through load_model: one error naming the file, never torch's bare one."""
+    broken = tmp_path / "model"
+    shutil.copytree(model_dir, broken)
+    damage(broken)
+    with pytest.raises(WeightsError) as exc:
+        load_model(broken)
+    assert str(exc.value).startswith(f"{broken / 'model.pt'}: unreadable, or not the weights model.json describes (")
+
+
+# -- streaming: hours of audio in bounded memory, the same scores as decoded whole (issue 27) ------------------------
+def test_window_scores_streamed_in_blocks_equal_decoded_whole(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At a rate that needs resampling, in blocks of 5,000 frames (many edges inside windows)."""
+    sr = 22050
+    sf.write(tmp_path / "field.flac", tone(sr, 9.3, FREQS["katydid"], 5, channels=2), sr, format="FLAC")
+    monkeypatch.setattr(audio, "BLOCK_FRAMES", 5000)
+    predictor = Predictor(model_dir)
+    proba, starts = predictor.window_proba(tmp_path / "field.flac")
+    member = predictor.members[0]
+    data, file_sr = audio.load_audio(tmp_path / "field.flac")
+    whole = audio.resample(data.mean(axis=0), file_sr, SR)
+    clip = member.config.clip_samples
+    expected = member.proba(member.extract(audio.windows(whole, clip, clip)))
+    assert starts == [s / SR for s in audio.window_starts(len(whole), clip, clip)]
+    np.testing.assert_allclose(proba, expected, atol=1e-5)
+
+
+def test_hop_overlaps_the_windows(model_dir: Path, tmp_path: Path) -> None:
+    sf.write(tmp_path / "x.wav", tone(SR, 3.5, FREQS["cricket"], 3), SR)
+    r = run_cli(
+        model_dir, tmp_path / "x.wav", "--hop", "0.5", "--top-k", "1", "--out", tmp_path / "o.csv", cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stderr
+    with open(tmp_path / "o.csv", newline="", encoding="utf-8") as f:
+        starts = [float(row["start_seconds"]) for row in csv.DictReader(f) if row["level"] == "window"]
+    assert starts == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+    for bad in ("0", "-1", "nan"):
+        r = run_cli(model_dir, tmp_path / "x.wav", "--hop", bad, cwd=tmp_path)
+        assert r.returncode == 2 and f"--hop {float(bad)}: expected seconds, more than 0" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("where", ["under a file", "proc"])
+def test_out_that_cannot_be_written_is_one_line_before_any_work(model_dir: Path, tmp_path: Path, where: str) -> None:
+    sf.write(tmp_path / "x.wav", tone(SR, 1.0, 500.0, 0), SR)
+    (tmp_path / "a file").write_text("")
+    out = tmp_path / "a file" / "o.csv" if where == "under a file" else Path("/proc/speciesclf/o.csv")
+    r = run_cli(model_dir, tmp_path / "x.wav", "--out", out, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith(f"error: --out {out}: cannot be written (") and "Traceback" not in r.stderr
+    assert "predicted" not in r.stderr  # refused before the model was loaded or a file read
+
+
+def test_out_naming_a_symlink_writes_where_it_points(model_dir: Path, tmp_path: Path) -> None:
+    sf.write(tmp_path / "x.wav", tone(SR, 1.0, 500.0, 0), SR)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "latest.csv").symlink_to(tmp_path / "results" / "today.csv")
+    r = run_cli(model_dir, tmp_path / "x.wav", "--out", tmp_path / "latest.csv", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "latest.csv").is_symlink()
+    with open(tmp_path / "results" / "today.csv", newline="", encoding="utf-8") as f:
+        assert tuple(next(csv.reader(f))) == COLUMNS
+
+
+def _write_long(path: Path, minutes: float, sr: int = 8000) -> Path:
+    """A field-length recording written a minute at a time (a tone in noise at 8 kHz: predict resamples it)."""
+    with sf.SoundFile(path, "w", samplerate=sr, channels=1, subtype="PCM_16") as f:
+        for m in range(round(minutes)):
+            f.write(tone(sr, 60.0, FREQS["cricket"], m) * 0.5)
+    return path
+
+
+@pytest.fixture(scope="module")
+def long_recordings(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    base = tmp_path_factory.mktemp("long")
+    return {m: _write_long(base / f"{m}min.wav", m) for m in (10, 40)}
+
+
+def _peak_rss_mb(model_dir: Path, wav: Path, out: Path) -> int:
+    """predict in a process of its own; its peak resident memory (VmHWM: ru_maxrss would carry pytest's over)."""
+    code = (
+        "import re, sys; from speciesclf.predict import main; "
+        f"assert main([{str(model_dir)!r}, {str(wav)!r}, '--out', {str(out)!r}]) == 0; "
+        "print(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]) // 1024)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    return int(r.stdout)
+
+
+def test_memory_does_not_grow_with_the_recording(model_dir: Path, long_recordings: dict[int, Path], tmp_path: Path):
+    short, long = (_peak_rss_mb(model_dir, long_recordings[m], tmp_path / f"{m}.csv") for m in (10, 40))
+    assert long < 1024 and long <= 1.1 * short, f"peak RSS {short} MB for 10 min, {long} MB for 40 min"
+    with open(tmp_path / "40.csv", newline="", encoding="utf-8") as f:
+        windows = {row["window"] for row in csv.DictReader(f) if row["level"] == "window"}
+    assert len(windows) == 40 * 60  # 1 s windows, one clip apart: every second of the recording scored
+
+
+def test_ctrl_c_is_interrupted_130_and_leaves_nothing(
+    model_dir: Path, long_recordings: dict[int, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "o.csv"
+    cmd = [sys.executable, "-m", "speciesclf.predict", str(model_dir), str(long_recordings[40]), "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".o.csv.*.tmp")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # into the recording's windows
+    assert proc.poll() is None, "predict ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and stderr.rstrip().endswith("interrupted"), stderr
+    assert "Traceback" not in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no table, no temporary file

@@ -1,8 +1,8 @@
 """`speciesclf COMMAND ...`, the console command installed with the package (also `python -m speciesclf`).
 
 commands:
-  predict MODEL_DIR INPUTS... [--top-k K] [--out CSV]   top-k species per window and per recording of audio files
-  report SUMMARY --out MARKDOWN [--all-species]         render a summary JSON (metrics/summary.json) as Markdown
+  predict MODEL_DIR INPUTS... [--top-k K] [--hop S] [--out CSV]   top-k species per window and recording
+  report SUMMARY --out MARKDOWN [--all-species]                   render a summary JSON (metrics/summary.json)
 
 `speciesclf COMMAND --help` gives a command's options.
 """

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from speciesclf.models.cnn import build_model
 __all__ = [
     "MEMBERS",
     "SavedModel",
+    "WeightsError",
     "load_members",
     "load_model",
     "load_weights",
@@ -58,8 +60,22 @@ def save_weights(model: nn.Module, path: str | os.PathLike[str], **meta: Any) ->
         tmp.write_bytes(buf.getvalue())
 
 
+class WeightsError(ValueError):
+    """``model.pt`` cannot be read, or does not hold the weights its ``model.json`` describes; names the file."""
+
+    def __init__(self, path: Path, exc: BaseException) -> None:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        super().__init__(f"{path}: unreadable, or not the weights model.json describes ({detail})")
+
+
 def load_weights(path: str | os.PathLike[str]) -> dict[str, Any]:
-    return torch.load(Path(path), map_location="cpu", weights_only=True)
+    try:
+        return torch.load(Path(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    # a zip cut inside an entry makes torch raise a bare OSError, "[Errno 22] Invalid argument", naming no file
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise WeightsError(Path(path), exc) from None
 
 
 def save_model(model_dir: str | os.PathLike[str], network: nn.Module, card: dict[str, Any]) -> None:
@@ -75,7 +91,11 @@ def load_model(model_dir: str | os.PathLike[str]) -> SavedModel:
     model_dir = Path(model_dir)
     card = read_json(model_dir / CARD)
     network = build_model(card["model"], n_classes=len(card["species"]))
-    network.load_state_dict(load_weights(model_dir / WEIGHTS)["model_state"])
+    weights = load_weights(model_dir / WEIGHTS)
+    try:
+        network.load_state_dict(weights["model_state"])
+    except (RuntimeError, KeyError, TypeError) as exc:  # another network's weights, or no state in the file
+        raise WeightsError(model_dir / WEIGHTS, exc) from None
     return SavedModel(
         network=network.eval(),
         species=card["species"],
