@@ -1,8 +1,10 @@
 """`speciesclf COMMAND ...`, the console command installed with the package (also `python -m speciesclf`).
 
 commands:
-  predict MODEL_DIR INPUTS... [--top-k K] [--hop S] [--out CSV]   top-k species per window and recording
-  report SUMMARY --out MARKDOWN [--all-species]                   render a summary JSON (metrics/summary.json)
+  predict MODEL_DIR INPUTS... [--hop S] [--format csv|raven|audacity] [--out PATH]
+                                   species per window and recording, or detections as Raven / Audacity tables
+  report SUMMARY --out MARKDOWN [--all-species]
+                                   render a summary JSON (metrics/summary.json) as Markdown
 
 `speciesclf COMMAND --help` gives a command's options.
 """

@@ -45,7 +45,7 @@ def _alive(pid: int) -> bool:
 def remove_stale_temps(path: Path) -> None:
     """Remove the temporary files/folders of earlier writes of ``path`` whose writing process no longer exists."""
     stem = f".{path.name}."
-    for temp in path.parent.glob(f"{glob.escape(stem)}*.tmp"):
+    for temp in path.parent.glob(f"{glob.escape(stem)}*.tmp*"):
         pid = temp.name[len(stem) :].split(".", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             if temp.is_dir() and not temp.is_symlink():
@@ -56,12 +56,13 @@ def remove_stale_temps(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it to ``path``, on error remove it."""
+def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it to ``path``, on error remove it. ``suffix``
+    follows ``.tmp``, for writers that insist on an extension."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp" + suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)

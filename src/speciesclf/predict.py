@@ -23,15 +23,18 @@ import itertools
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 import torch
 
 from speciesclf.data.audio import AudioError, stream_mono, stream_windows
 from speciesclf.data.sources import walk
+from speciesclf.detections import Detection, Detector, write_audacity, write_raven
 from speciesclf.features.birdnet import BirdNETError, pretrained
 from speciesclf.features.frontends import extractor
 from speciesclf.features.mfcc import FeatureConfig
@@ -42,6 +45,7 @@ from speciesclf.progress import note, progress
 __all__ = ["COLUMNS", "Predictor", "main", "predict_file"]
 
 COLUMNS = ("path", "level", "window", "start_seconds", "rank", "species", "probability", "note")
+FORMATS = ("csv", "raven", "audacity")
 BATCH_WINDOWS = 64  # windows per forward pass: memory is bounded by the batch, not by the recording's length
 
 
@@ -152,6 +156,19 @@ class Predictor:
     def members(self) -> list[_Member]:
         return [m for ms in self.groups.values() for m in ms]
 
+    @property
+    def clip_seconds(self) -> float:
+        """A window's length in seconds of the recording (of the first member's windows)."""
+        config = self.members[0].config
+        return config.clip_samples / config.read_rate
+
+    @property
+    def band(self) -> tuple[float, float]:
+        """The frequencies of the recording the members hear, in Hz (time expansion undone), lowest to highest."""
+        lows = [m.config.f_min * m.config.time_expansion for m in self.members]
+        highs = [(m.config.f_max or m.config.sample_rate / 2) * m.config.time_expansion for m in self.members]
+        return min(lows), max(highs)
+
     def _streams(self, path: Path) -> list[Iterator[tuple[list[float], np.ndarray]]]:
         return [ms[0].feature_batches(path, ms[0].hop(self.hop_seconds)) for ms in self.groups.values()]
 
@@ -194,14 +211,22 @@ class Predictor:
         return np.concatenate([p for _, p in batches]), [s for starts, _ in batches for s in starts]
 
 
-def predict_file(predictor: Predictor, path: Path, top_k: int) -> list[tuple]:
-    """CSV rows of one file: the recording's top-k species, then each window's; or one ``skipped`` row.
+def predict_file(
+    predictor: Predictor,
+    path: Path,
+    top_k: int,
+    keep: np.ndarray | None = None,
+    detector: Detector | None = None,
+) -> list[tuple]:
+    """CSV rows of one file: the recording's top-k species, then each window's; or one ``skipped`` row. ``keep``
+    (a mask over species) ranks only those; ``detector`` is fed every window.
 
     The audio streams through in blocks and batches; the file's rows (a few per window) are what is held."""
-    k = min(top_k, len(predictor.species))
+    keep = np.ones(len(predictor.species), bool) if keep is None else keep
+    k = min(top_k, int(keep.sum()))
 
     def ranked(p: np.ndarray) -> Iterator[tuple[int, str, str]]:
-        for rank, i in enumerate(np.argsort(-p, kind="stable")[:k], start=1):
+        for rank, i in enumerate(np.argsort(-np.where(keep, p, -1.0), kind="stable")[:k], start=1):
             yield rank, predictor.species[i], f"{p[i]:.6f}"
 
     window_rows: list[tuple] = []
@@ -215,6 +240,8 @@ def predict_file(predictor: Predictor, path: Path, top_k: int) -> list[tuple]:
                     window_rows += [(str(path), "window", w, f"{start:.3f}", *r, "") for r in ranked(p)]
                     w += 1
                 total = total + proba.sum(axis=0)
+                if detector is not None:
+                    detector.add(starts, proba)
             recording = total / w
     except AudioError as exc:
         return [(str(path), "skipped", "", "", "", "", "", f"{exc.reason}: {exc.detail}")]
@@ -224,26 +251,61 @@ def predict_file(predictor: Predictor, path: Path, top_k: int) -> list[tuple]:
 def _arguments(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Top-k species per window and per recording for audio files (any format libsndfile reads).",
+        description="Species per window and per recording of audio files (any format libsndfile reads), as a CSV, "
+        "or detections as Raven selection tables or Audacity label tracks.",
         epilog=__doc__.split("\n\n", 2)[-1],
     )
     parser.add_argument("model_dir", help="a trained model directory (e.g. models/phase2b: model.pt + model.json)")
     parser.add_argument("inputs", nargs="+", help="audio files and/or folders (searched recursively)")
-    parser.add_argument("--top-k", type=int, default=3, help="species per window/recording (default 3)")
+    parser.add_argument("--top-k", type=int, default=3, help="csv: species per window/recording (default 3)")
     parser.add_argument(
         "--hop", type=float, metavar="SECONDS", help="window hop in seconds of the recording (default: one clip)"
     )
-    parser.add_argument("--out", help="write the CSV here (written whole); default: standard output")
+    parser.add_argument("--format", choices=FORMATS, default="csv", help="csv (default), raven or audacity")
+    parser.add_argument(
+        "--min-score", type=float, default=0.5, metavar="X", help="raven, audacity: a detection's threshold"
+    )
+    parser.add_argument("--species", metavar="FILE", help="only the species listed in FILE, one per line")
+    parser.add_argument("--out", help="the file (or, raven and audacity, the folder) to write; default: stdout")
     args = parser.parse_args(argv)
+    _check_arguments(parser, args)
+    return args
+
+
+def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.top_k < 1:
         parser.error("--top-k must be >= 1")
     if args.hop is not None and not (0 < args.hop < float("inf")):
         parser.error(f"--hop {args.hop}: expected seconds, more than 0")
+    if not 0 <= args.min_score <= 1:
+        parser.error(f"--min-score {args.min_score}: expected a score from 0 to 1")
     if not (Path(args.model_dir) / "model.json").is_file():
         parser.error(f"{args.model_dir}: not a model directory (no model.json); train one with `dvc repro`")
-    if args.out and Path(args.out).is_dir():
+    if args.format == "csv" and args.out and Path(args.out).is_dir():
         parser.error(f"--out {args.out}: is a folder; expected the path of the CSV file to write")
-    return args
+    if args.format != "csv" and not args.out:
+        parser.error(f"--format {args.format} writes tables: give --out a file or a folder")
+
+
+def _species_mask(predictor: Predictor, species_file: str | None) -> np.ndarray:
+    """Which of the model's species to keep: all, or those ``species_file`` lists (a name it lacks is one line)."""
+    if species_file is None:
+        return np.ones(len(predictor.species), bool)
+    try:
+        lines = Path(species_file).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _fail(f"--species {species_file}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+    index = {name: i for i, name in enumerate(predictor.species)}
+    keep = np.zeros(len(predictor.species), bool)
+    for number, line in enumerate(lines, start=1):
+        name = line.strip()
+        if name and not name.startswith("#"):
+            if name not in index:
+                raise _fail(f"--species {species_file}:{number}: {name!r} is not one of the model's species")
+            keep[index[name]] = True
+    if not keep.any():
+        raise _fail(f"--species {species_file}: lists no species")
+    return keep
 
 
 @contextlib.contextmanager
@@ -263,14 +325,19 @@ def _table(out: str | None) -> Iterator[Callable[[Iterable[Sequence[Any]]], None
         yield csv.writer(f, lineterminator="\n").writerows
 
 
+Sink = Callable[[Path, list[tuple], "list[Detection] | None"], None]  # a file's rows and detections (None: skipped)
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "python -m speciesclf.predict") -> int:
     args = _arguments(argv, prog)
     try:
-        with _table(args.out) as write:
-            write([COLUMNS])
-            predictor = _load(args.model_dir, args.hop)
-            n_ok, n_skipped = _predict_all(predictor, args.inputs, args.top_k, write)
-    except KeyboardInterrupt:  # the table's temporary file is gone: nothing half-written
+        if args.format == "csv":
+            with _table(args.out) as write:
+                write([COLUMNS])
+                n_ok, n_skipped = _run(args, lambda path, rows, detections: write(rows))
+        else:
+            n_ok, n_skipped = _detect(args)
+    except KeyboardInterrupt:  # a table being written is a temporary file, removed: nothing half-written
         print("interrupted", file=sys.stderr)
         return 130
     except OSError as exc:  # a full disk or a file-size limit while writing
@@ -279,23 +346,88 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m speciesclf.pr
     return 0 if n_ok else 1
 
 
-def _predict_all(
-    predictor: Predictor, inputs: Sequence[str], top_k: int, write: Callable[[Iterable[Sequence[Any]]], None]
-) -> tuple[int, int]:
-    """Each file's rows written as the file is done; the counts of files predicted and skipped."""
-    files, empty = _expand(inputs)
+def _run(args: argparse.Namespace, sink: Sink, predictor: Predictor | None = None) -> tuple[int, int]:
+    """Predict every input file, each file's rows (and detections) to ``sink`` as it is done; the counts of files
+    predicted and skipped."""
+    predictor = predictor or _load(args.model_dir, args.hop)
+    keep = _species_mask(predictor, args.species)
+    files, empty = _expand(args.inputs)
     for folder in empty:
         print(f"skipped {folder}: a folder with no files", file=sys.stderr)
+    thresholds = np.where(keep, args.min_score, np.inf) if args.format != "csv" else None
     n_ok, n_skipped = 0, len(empty)
     for path in progress(files, "predict", "file"):
-        rows = predict_file(predictor, path, top_k)
+        detector = None
+        if thresholds is not None:
+            detector = Detector(str(path), predictor.species, thresholds, predictor.clip_seconds)
+        rows = predict_file(predictor, path, args.top_k, keep, detector)
         if rows[0][1] == "skipped":
             n_skipped += 1
             note(f"skipped {path}: {rows[0][-1]}")
+            sink(path, rows, None)
         else:
             n_ok += 1
-        write(rows)
+            sink(path, rows, detector.finish(sf.info(path).duration) if detector is not None else [])
     return n_ok, n_skipped
+
+
+def _detect(args: argparse.Namespace) -> tuple[int, int]:
+    """Raven or Audacity tables: one per recording into a folder (``--out`` an existing folder or ending in
+    ``/``), or one file; the place is checked before any work."""
+    folder = args.out.endswith(os.sep) or Path(args.out).is_dir()
+    target = Path(os.path.realpath(args.out)) if Path(args.out).is_symlink() else Path(args.out)
+    _check_writable(target if folder else target.parent, args.out)
+    predictor = _load(args.model_dir, args.hop)
+    if not predictor.one_grid:
+        raise _fail(f"{args.model_dir}: its members cut different windows, so it scores recordings only; use csv")
+    files, _ = _expand(args.inputs)
+    names = _table_names(files, args.format) if folder else None
+    if not folder and args.format == "audacity" and len(files) > 1:
+        raise _fail("--format audacity writes one label track per recording: give --out a folder for several")
+    band, found = predictor.band, []
+
+    def sink(path: Path, rows: list[tuple], detections: list[Detection] | None) -> None:
+        if detections is not None and names is not None:
+            _write_table(args.format, target / names[path], detections, band, many=False)
+        elif detections is not None:
+            found.extend(detections)
+
+    counts = _run(args, sink, predictor)
+    if not folder:
+        _write_table(args.format, target, found, band, many=len(files) > 1)
+    return counts
+
+
+def _write_table(fmt: str, path: Path, detections: list[Detection], band: tuple[float, float], many: bool) -> None:
+    if fmt == "raven":
+        write_raven(path, detections, band, many)
+    else:
+        write_audacity(path, detections)
+
+
+def _table_names(files: list[Path], fmt: str) -> dict[Path, str]:
+    """Each recording's table name in the folder (``NAME.selections.txt``, ``NAME.labels.txt``); two recordings
+    with one name are one line, before any work."""
+    suffix = ".selections.txt" if fmt == "raven" else ".labels.txt"
+    names: dict[str, Path] = {}
+    for path in files:
+        name = path.stem + suffix
+        if name in names:
+            raise _fail(f"{names[name]} and {path} would both write {name}: give --out a file, or predict them apart")
+        names[name] = path
+    return {path: name for name, path in names.items()}
+
+
+def _check_writable(folder: Path, out: str) -> None:
+    """Make ``folder`` if needed and write a probe file there: a place that cannot take the tables is one line now,
+    not after the work."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".speciesclf-probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise _fail(f"--out {out}: cannot be written ({exc.strerror or exc})") from None
 
 
 if __name__ == "__main__":
