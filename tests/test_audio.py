@@ -377,15 +377,18 @@ def test_resampling_a_rate_coprime_with_the_target_stays_small(tmp_path: Path) -
     """16,393 Hz to 48 kHz (gcd 1): torchaudio's polyphase kernel for it passed 24 GB; libsoxr's is small."""
     path = tmp_path / "drift.wav"
     sf.write(path, _tone(16393, 5.0), 16393)
-    # VmHWM, the peak of this process's own memory: ru_maxrss would carry pytest's peak over the exec
-    code = (
-        "import re; from speciesclf.data.audio import load_mono; "
-        f"w = load_mono({str(path)!r}, 48000); assert len(w) == 240000, len(w); "
-        "print(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]) // 1024)"
-    )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    code = f"from speciesclf.data.audio import load_mono; assert len(load_mono({str(path)!r}, 48000)) == 240000"
+    peak = peak_rss_mb(code)
+    assert peak < 200, f"peak RSS {peak} MB"
+
+
+def peak_rss_mb(code: str, timeout: float = 120) -> int:
+    """Run ``code`` in a Python process of its own; its peak resident memory in MB (VmHWM: ``ru_maxrss`` would
+    carry pytest's peak over the exec)."""
+    report = "import re; print(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]) // 1024)"
+    r = subprocess.run([sys.executable, "-c", f"{code}\n{report}"], capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, r.stderr
-    assert int(r.stdout) < 200, f"peak RSS {r.stdout.strip()} MB"
+    return int(r.stdout)
 
 
 def test_a_stream_raises_the_reason_when_it_is_known(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from speciesclf.params import validate
 from speciesclf.predict import COLUMNS, Predictor
 from speciesclf.training.train import train_model
 from speciesclf.training.trainer import TrainConfig
+from test_audio import peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -371,15 +372,10 @@ def long_recordings(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]
 
 
 def _peak_rss_mb(model_dir: Path, wav: Path, out: Path) -> int:
-    """predict in a process of its own; its peak resident memory (VmHWM: ru_maxrss would carry pytest's over)."""
-    code = (
-        "import re, sys; from speciesclf.predict import main; "
-        f"assert main([{str(model_dir)!r}, {str(wav)!r}, '--out', {str(out)!r}]) == 0; "
-        "print(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]) // 1024)"
-    )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr
-    return int(r.stdout)
+    """predict in a process of its own: its peak resident memory."""
+    args = [str(model_dir), str(wav), "--out", str(out)]
+    code = f"from speciesclf.predict import main; assert main({args!r}) == 0"
+    return peak_rss_mb(code, timeout=600)
 
 
 def test_memory_does_not_grow_with_the_recording(model_dir: Path, long_recordings: dict[int, Path], tmp_path: Path):
