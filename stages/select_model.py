@@ -1,7 +1,8 @@
 """Stage `select`: a recipe's candidates cross-validated on the train + validation recordings, the best retrained on
 all of them and scored on test once → MODEL (one model directory, an ensemble's members inside) and METRICS.
 
-python stages/select_model.py recipes/synthetic.yaml data/prepared models/selected metrics/selected.json
+python stages/select_model.py recipes/synthetic.yaml data/prepared models/selected metrics/selected.json \
+    [--report REPORT.md]
 """
 
 import argparse
@@ -13,6 +14,7 @@ from speciesclf.files import atomic_dir, write_text
 from speciesclf.models.cnn import MODELS
 from speciesclf.params import load_params
 from speciesclf.selection.recipe import augment_keys_of, load_recipe
+from speciesclf.selection.report import render_markdown
 from speciesclf.selection.select import select
 from speciesclf.training.augment import AugmentConfig
 from speciesclf.training.trainer import set_threads
@@ -24,6 +26,8 @@ def main() -> None:
     parser.add_argument("prepared", help="the prepare stage's folder (its manifest.csv)")
     parser.add_argument("model", help="the model directory to write (written whole)")
     parser.add_argument("metrics", help="the metrics file to write: fold scores, the choice, test")
+    parser.add_argument("--report", help="a Markdown report of the metrics to write")
+    parser.add_argument("--title", default="Model selection", help="the report's heading")
     args = parser.parse_args()
     params = load_params()
     recipe = load_recipe(args.recipe, params, MODELS, augment_keys_of(AugmentConfig))
@@ -31,6 +35,8 @@ def main() -> None:
     with atomic_dir(args.model) as out:
         metrics = select(Path(args.prepared) / "manifest.csv", recipe, params["evaluate"]["rare_threshold"], out)
     write_text(args.metrics, json.dumps(metrics, indent=2) + "\n")
+    if args.report:
+        write_text(args.report, render_markdown(metrics, args.title))
 
 
 if __name__ == "__main__":

@@ -277,12 +277,40 @@ def _check_features(feats: dict[str, Any], section: str) -> None:
 
 
 def load_params(path: str | os.PathLike[str] = "params.yaml") -> dict[str, Any]:
-    """Read and validate params.yaml; raises :class:`ParamsError` with a one-line message."""
-    path = Path(path)
+    """Read and validate params.yaml; raises :class:`ParamsError` with a one-line message.
+
+    A file may start from others: ``defaults: [../../params.yaml]`` (paths relative to the file, as Hydra's
+    defaults list) reads those first, in order, and this file's values replace theirs key by key, mappings merged
+    all the way down. A study folder thus holds only what its collection changes (``studies/*/params.yaml``).
+    """
+    return validate(_layered(Path(path), ()))
+
+
+def _layered(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """``path``'s values over those of the files its ``defaults`` names."""
+    if path.resolve() in seen:
+        raise ParamsError(f"{path}: defaults: the file names itself through {' -> '.join(map(str, seen))}")
     try:
         params = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ParamsError(f"{path}: not found") from None
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return validate(params if params is not None else {})
+    params = params if params is not None else {}
+    if not isinstance(params, dict):
+        raise ParamsError(f"{path}: expected a mapping of params sections")
+    bases = params.pop("defaults", [])
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ParamsError(f"{path}: defaults: got {bases!r}; expected a list of params files (paths relative to it)")
+    merged: dict[str, Any] = {}
+    for base in bases:
+        merged = _merge(merged, _layered(path.parent / base, (*seen, path.resolve())))
+    return _merge(merged, params)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merge(out[key], value) if both else value
+    return out

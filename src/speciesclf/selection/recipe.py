@@ -5,6 +5,7 @@ A recipe is a YAML file (``recipes/*.yaml``)::
     folds: 5                      # k of the cross-validation over the train + validation recordings
     seed: 42                      # the folds' shuffle
     choose_by: f1_macro           # f1_macro | accuracy: recording level, mean over the folds
+    repeats: 1                    # run the whole selection this many times with other seeds: the spread
     train: {epochs: 25}           # params.yaml's train section, these keys replaced, for every candidate
     candidates:
       logmel:                     # a name of letters, digits, '_' and '-'
@@ -38,7 +39,7 @@ from speciesclf.params import ParamsError, check_features, check_section
 __all__ = ["Candidate", "Recipe", "RecipeError", "load_recipe"]
 
 CHOOSE_BY = ("f1_macro", "accuracy")
-_TOP = {"folds", "seed", "choose_by", "train", "candidates", "averages"}
+_TOP = {"folds", "seed", "choose_by", "repeats", "train", "candidates", "averages"}
 _CANDIDATE = {"features", "model", "loss", "augment", "seeds"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -75,6 +76,7 @@ class Recipe:
     train: dict[str, Any]  # the whole train section (params.yaml's, overridden)
     candidates: dict[str, Candidate]
     averages: tuple[tuple[str, ...], ...]
+    repeats: int = 1  # the whole selection run this many times, with other fold and model seeds
 
 
 def load_recipe(
@@ -104,6 +106,9 @@ def _recipe(
         raise _Bad("folds", f"got {folds!r}; expected an integer >= 2")
     if not _is_int(seed) or seed < 0:
         raise _Bad("seed", f"got {seed!r}; expected an integer >= 0")
+    repeats = raw.get("repeats", 1)
+    if not _is_int(repeats) or repeats < 1:
+        raise _Bad("repeats", f"got {repeats!r}; expected an integer >= 1")
     choose_by = raw.get("choose_by", "f1_macro")
     if choose_by not in CHOOSE_BY:
         raise _Bad("choose_by", f"got {choose_by!r}; expected one of {', '.join(CHOOSE_BY)}")
@@ -114,7 +119,7 @@ def _recipe(
         raise _Bad("candidates", "expected a mapping of one or more candidate names to their settings")
     candidates = {name: _candidate(name, spec, params, models, augment_keys) for name, spec in cands.items()}
     averages = tuple(_average(i, a, candidates) for i, a in enumerate(raw.get("averages") or []))
-    return Recipe(path, folds, seed, choose_by, train, candidates, averages)
+    return Recipe(path, folds, seed, choose_by, train, candidates, averages, repeats)
 
 
 def _candidate(

@@ -19,9 +19,11 @@ The work of the ``select`` stage, given a prepared collection (its manifest) and
 
 from __future__ import annotations
 
+import contextlib
 import statistics
+import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,16 +80,57 @@ class _Features:
 def select(
     manifest: Path, recipe: Recipe, rare_threshold: int, out_dir: Path, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
-    """Cross-validate the recipe's candidates, write the chosen model to ``out_dir``; returns the metrics."""
+    """Cross-validate the recipe's candidates, write the chosen model to ``out_dir``; returns the metrics.
+
+    With ``repeats: n`` in the recipe the whole selection runs n times on the same features, repeat r with the
+    folds shuffled by ``seed + r`` and every model seed moved by ``1000 * r``; the first repeat's model is the one
+    written, the others' test scores give the spread of what the recipe yields."""
     species = sorted({c.label for c in read_manifest(manifest) if c.split == "train"})
     index = {s: i for i, s in enumerate(species)}
-    pool = Pool.of(manifest, ("train", "val"), index)
-    try:
-        folds = recording_folds([species[i] for i in pool.y], recipe.folds, recipe.seed)
-    except ValueError as exc:
-        raise RecipeError(f"{recipe.path}: folds: {exc}") from None
+    pool, test = Pool.of(manifest, ("train", "val"), index), Pool.of(manifest, ("test",), index)
     candidates, left_out = _available(recipe, log)
     features = _featurize(pool, candidates)
+    runs = []
+    for r in range(recipe.repeats):
+        with contextlib.ExitStack() as stack:
+            where = out_dir if r == 0 else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            moved = {n: replace(c, seeds=tuple(s + 1000 * r for s in c.seeds)) for n, c in candidates.items()}
+            runs.append(_select_once(pool, test, species, moved, features, recipe, r, rare_threshold, where, log))
+    metrics = {
+        "recipe": recipe.path.as_posix(),
+        "folds": recipe.folds,
+        "choose_by": recipe.choose_by,
+        "recordings": {"cross_validated": len(pool.ids), "test": len(test.ids)},
+        **runs[0],
+        "left_out": left_out,
+    }
+    if recipe.repeats > 1:
+        metrics["repeats"] = [{k: run[k] for k in ("seed", "chosen", "cross_validated", "test")} for run in runs]
+        metrics["test_over_repeats"] = {
+            stat: {k: f(run["test"][k] for run in runs) for k in SCORES}
+            for stat, f in (("mean", statistics.mean), ("sd", statistics.stdev))
+        }
+    return metrics
+
+
+def _select_once(
+    pool: Pool,
+    test: Pool,
+    species: list[str],
+    candidates: dict[str, Candidate],
+    features: dict[str, _Features],
+    recipe: Recipe,
+    repeat: int,
+    rare_threshold: int,
+    out_dir: Path,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """One selection: folds, cross-validation, the choice, the chosen model trained on the pool and written, test."""
+    seed = recipe.seed + repeat
+    try:
+        folds = recording_folds([species[i] for i in pool.y], recipe.folds, seed)
+    except ValueError as exc:
+        raise RecipeError(f"{recipe.path}: folds: {exc}") from None
     probs = _cross_validate(pool, folds, candidates, features, recipe, species, log)
     groups = {name: (name,) for name in candidates}
     groups |= {" + ".join(a): a for a in recipe.averages if all(n in candidates for n in a)}
@@ -98,17 +141,10 @@ def select(
     log(f"select: chose {chosen} (cross-validated {recipe.choose_by} {table[chosen]['mean'][recipe.choose_by]:.3f})")
     members = {n: candidates[n] for n in groups[chosen]}
     train_counts = _write_model(out_dir, pool, species, members, features, recipe, log)
-    test = _score_test(out_dir, Pool.of(manifest, ("test",), index), train_counts, rare_threshold)
-    return {
-        "recipe": recipe.path.as_posix(),
-        "folds": recipe.folds,
-        "choose_by": recipe.choose_by,
-        "recordings": {"cross_validated": len(pool.ids), "test": len(test["y"])},
-        "candidates": table,
-        "left_out": left_out,
-        "chosen": chosen,
-        "test": test["scores"],
-    }
+    scores = _score_test(out_dir, test, train_counts, rare_threshold)["scores"]
+    log(f"select: test {', '.join(f'{k} {scores[k]:.3f}' for k in SCORES)}")
+    return {"seed": seed, "candidates": table, "chosen": chosen, "cross_validated": table[chosen]["mean"],
+            "test": scores}  # fmt: skip
 
 
 def _available(recipe: Recipe, log: Callable[[str], None]) -> tuple[dict[str, Candidate], dict[str, str]]:
