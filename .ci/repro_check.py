@@ -42,7 +42,7 @@ def main() -> int:
     t0 = time.perf_counter()
     subprocess.run(["dvc", "repro"], check=True)
     seconds = time.perf_counter() - t0
-    status = subprocess.run(["dvc", "status", "--json"], capture_output=True, text=True, check=True).stdout
+    status = subprocess.run(["dvc", "status", "--json", "dvc.yaml"], capture_output=True, text=True, check=True).stdout
     problems = []
     if json.loads(status or "{}"):
         problems.append(f"dvc status not clean after repro: {status.strip()}")

@@ -9,6 +9,7 @@ before anyone runs the pipeline.
 from __future__ import annotations
 
 import modulefinder
+import os
 import re
 from pathlib import Path
 
@@ -29,31 +30,42 @@ def import_closure(script: Path, root: Path = ROOT) -> set[str]:
     }
 
 
-def stage_code(dvc_yaml: Path) -> dict[str, tuple[str, set[str]]]:
-    """Stage → (its script, the code files it declares as deps)."""
+def stage_code(dvc_yaml: Path, root: Path = ROOT) -> dict[str, tuple[str, set[str]]]:
+    """Stage → (its script, the code files it declares as deps), as paths relative to ``root`` (a study's
+    dvc.yaml runs in its own folder and names the project's code from there)."""
     stages = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8"))["stages"]
+    here = dvc_yaml.parent.relative_to(root)
     out = {}
     for name, stage in stages.items():
         stage = stage.get("do", stage)  # foreach stages keep their definition under `do`
         script = re.search(r"\bstages/\w+\.py\b", stage["cmd"])
         assert script, f"{name}: its command runs no script of stages/"
-        code = {d for d in stage["deps"] if d.endswith(".py")}
-        out[name] = (script.group(0), code)
+        code = {os.path.normpath(here / d) for d in stage["deps"] if d.endswith(".py")}
+        out[name] = (script.group(0), {Path(c).as_posix() for c in code})
     return out
 
 
+def pipelines(root: Path = ROOT) -> list[Path]:
+    """The project's dvc.yaml and every study's."""
+    return [root / "dvc.yaml", *sorted(root.glob("studies/*/dvc.yaml"))]
+
+
 def undeclared(root: Path = ROOT) -> dict[str, dict[str, list[str]]]:
-    """Per stage, the code it imports but does not declare (``missing``) and declares but does not import."""
+    """Per stage (``file:stage`` for a study's), the code it imports but does not declare (``missing``) and declares
+    but does not import."""
     problems = {}
-    for name, (script, declared) in stage_code(root / "dvc.yaml").items():
-        needed = {script} | import_closure(root / script, root)
-        missing, extra = sorted(needed - declared), sorted(declared - needed)
-        if missing or extra:
-            problems[name] = {"missing": missing, "extra": extra}
+    for dvc_yaml in pipelines(root):
+        prefix = "" if dvc_yaml.parent == root else f"{dvc_yaml.relative_to(root).as_posix()}:"
+        for name, (script, declared) in stage_code(dvc_yaml, root).items():
+            needed = {script} | import_closure(root / script, root)
+            missing, extra = sorted(needed - declared), sorted(declared - needed)
+            if missing or extra:
+                problems[prefix + name] = {"missing": missing, "extra": extra}
     return problems
 
 
 def test_every_stage_declares_its_import_closure() -> None:
+    assert len(pipelines()) > 1  # the studies' pipelines are checked too
     assert undeclared() == {}
 
 

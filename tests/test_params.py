@@ -440,3 +440,50 @@ def test_n_mfcc_above_n_mels_names_the_rule() -> None:
 def test_a_bad_phase3_feature_override_names_its_key(override: dict[str, Any], message: str) -> None:
     params = _with("phase3.features", override)
     assert _error(params).startswith(message)
+
+
+def _study(tmp_path: Path, text: str) -> Path:
+    """A study folder two levels down whose params.yaml starts from a copy of the project's."""
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    study = tmp_path / "studies" / "mine"
+    study.mkdir(parents=True)
+    (study / "params.yaml").write_text(text, encoding="utf-8")
+    return study / "params.yaml"
+
+
+def test_a_study_reads_its_defaults_and_replaces_only_the_keys_it_sets(tmp_path: Path) -> None:
+    path = _study(
+        tmp_path,
+        "defaults: [../../params.yaml]\ndata: {source: folder, path: recordings}\n"
+        "features: {sample_rate: 44100}\nphase3: {features: {n_mels: 32}}\n",
+    )
+    params, base = load_params(path), load_params(tmp_path / "params.yaml")
+    assert "defaults" not in params
+    assert params["data"] == {**base["data"], "source": "folder", "path": "recordings"}
+    assert params["features"] == {**base["features"], "sample_rate": 44100}
+    assert params["phase3"]["features"] == {**base["phase3"]["features"], "n_mels": 32}  # merged all the way down
+    assert {k: v for k, v in params.items() if k not in ("data", "features", "phase3")} == {
+        k: v for k, v in base.items() if k not in ("data", "features", "phase3")
+    }
+
+
+def test_a_study_value_is_checked_like_any_other(tmp_path: Path) -> None:
+    path = _study(tmp_path, "defaults: [../../params.yaml]\ntrain: {epochs: true}\n")
+    with pytest.raises(ParamsError, match=r"^train\.epochs: got True"):
+        load_params(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("defaults: ../../params.yaml\n", "defaults: got '../../params.yaml'; expected a list"),
+        ("defaults: [../params.yaml]\n", "params.yaml: not found"),
+        ("defaults: [params.yaml]\n", "defaults: the file names itself"),
+        ("- a list\n", "expected a mapping of params sections"),
+    ],
+)
+def test_bad_defaults_are_one_line_naming_the_file(tmp_path: Path, text: str, message: str) -> None:
+    path = _study(tmp_path, text)
+    with pytest.raises(ParamsError) as exc:
+        load_params(path)
+    assert message in str(exc.value) and "params.yaml" in str(exc.value) and "\n" not in str(exc.value)

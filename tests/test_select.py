@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import soundfile as sf
 import yaml
 from sklearn.metrics import accuracy_score, f1_score
 
-from dvcrepo import ROOT, env
+from dvcrepo import ROOT, commit, copy_project, env, ran_stages, sh
 
 SR = 16000
 FREQS = {"cricket": 600.0, "katydid": 1500.0, "cicada": 3200.0}
@@ -115,6 +116,52 @@ def test_predict_on_the_test_recordings_gives_the_reported_scores(selected: Path
     assert f1_score(truth, guess, labels=sorted(set(truth)), average="macro", zero_division=0) == reported["f1_macro"]
 
 
+@pytest.fixture(scope="module")
+def repeated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same collection as a study folder: params.yaml holds only what it changes (its defaults name the
+    project's), and the recipe runs the whole selection twice."""
+    tmp = _project(tmp_path_factory.mktemp("repeated"), {**RECIPE, "repeats": 2})
+    study = {"defaults": [str(ROOT / "params.yaml")], "data": {"source": "folder", "path": "recordings"}}
+    study["features"] = {"sample_rate": SR, "clip_seconds": 1.0, "train_hop_seconds": 0.5}
+    (tmp / "params.yaml").write_text(yaml.safe_dump(study))
+    assert _run(tmp, str(ROOT / "stages/prepare.py"), "prepared").returncode == 0
+    r = _run(tmp, str(ROOT / "stages/select_model.py"), "recipe.yaml", "prepared", "selected", "selected.json",
+             "--report", "report.md", "--title", "Three insects")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return tmp
+
+
+def test_a_repeated_selection_reports_each_repeat_and_writes_the_first(repeated: Path, selected: Path) -> None:
+    metrics = json.loads((repeated / "selected.json").read_text())
+    first, second = metrics["repeats"]
+    assert (first["seed"], second["seed"]) == (7, 8)  # the folds of repeat r are shuffled by seed + r
+    assert (first["chosen"], first["test"]) == (metrics["chosen"], metrics["test"])
+    # the first repeat is the selection without repeats: same folds, seeds, choice, model and test scores
+    once = json.loads((selected / "selected.json").read_text())
+    assert (metrics["candidates"], metrics["test"]) == (once["candidates"], once["test"])
+    for name in ("model.pt", "model.json"):
+        for a in (repeated / "selected").rglob(name):
+            assert a.read_bytes() == (selected / "selected" / a.relative_to(repeated / "selected")).read_bytes()
+    for k in ("accuracy", "f1_macro"):
+        assert metrics["test_over_repeats"]["mean"][k] == pytest.approx((first["test"][k] + second["test"][k]) / 2)
+        assert metrics["test_over_repeats"]["sd"][k] == pytest.approx(
+            abs(first["test"][k] - second["test"][k]) / 2**0.5
+        )
+
+
+def test_the_report_shows_every_candidate_the_choice_and_each_repeat(repeated: Path) -> None:
+    metrics = json.loads((repeated / "selected.json").read_text())
+    report = (repeated / "report.md").read_text()
+    assert report.startswith("# Three insects\n")
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in report.splitlines() if line.startswith("| ")}
+    for name, c in metrics["candidates"].items():
+        key = f"{name} (chosen)" if name == metrics["chosen"] else name
+        assert f"{c['mean']['f1_macro']:.3f} ± {c['sd']['f1_macro']:.3f}" in rows[key]
+    for r in metrics["repeats"]:
+        assert f"| {r['seed']} | {r['chosen']} | {r['cross_validated']['f1_macro']:.3f} |" in report
+    assert f"accuracy {metrics['test']['accuracy']:.3f}, macro-F1 {metrics['test']['f1_macro']:.3f}" in report
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -139,6 +186,7 @@ def test_predict_on_the_test_recordings_gives_the_reported_scores(selected: Path
         ({"averages": [["mfcc", "nope"]]}, "averages[0]: 'nope' is not a candidate"),
         ({"train": {"epochs": True}}, "train.epochs: got True"),
         ({"folds": 6}, "folds: got 6; species"),
+        ({"repeats": 0}, "repeats: got 0; expected an integer >= 1"),
     ],
 )
 def test_a_bad_recipe_is_one_line_naming_the_file_and_key(selected: Path, change: dict, message: str) -> None:
@@ -150,3 +198,50 @@ def test_a_bad_recipe_is_one_line_naming_the_file_and_key(selected: Path, change
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: recipe.yaml: ") and message in lines[0], r.stderr
     assert not (selected / "bad" / "out").exists() and not (selected / "bad" / "m.json").exists()
+
+
+@pytest.mark.slow
+def test_a_study_folder_is_a_pipeline_of_its_own_that_dvc_tracks(tmp_path: Path) -> None:
+    """The InsectSet32 study's dvc.yaml, run on a tiny collection outside the repository: its stages run in the
+    study folder with layered params, `dvc status` then says what a change makes stale, and the project's own
+    `dvc repro` leaves the study alone."""
+    repo = copy_project(tmp_path / "repo")
+    study = repo / "studies" / "tiny"
+    study.mkdir(parents=True)
+    shutil.copy(ROOT / "studies" / "insectset32" / "dvc.yaml", study / "dvc.yaml")
+    for s, (label, freq) in enumerate(FREQS.items()):
+        for r in range(6):
+            _tone(tmp_path / "recordings" / label / f"{r}.wav", freq * (1 + 0.03 * r), 10 * s + r, 1.0 + 0.3 * r)
+    params = {"defaults": ["../../params.yaml"], "data": {"source": "folder", "path": "../../../recordings"}}
+    params["features"] = {"sample_rate": SR, "clip_seconds": 1.0, "train_hop_seconds": 0.5}
+    (study / "params.yaml").write_text(yaml.safe_dump(params))
+    (study / "recipe.yaml").write_text(yaml.safe_dump(RECIPE))
+    scratch = {**RECIPE, "candidates": {"mfcc": RECIPE["candidates"]["mfcc"]}, "averages": []}
+    (study / "recipe-scratch.yaml").write_text(yaml.safe_dump(scratch))
+    commit(repo, "a study")
+
+    ran = ran_stages(sh(repo, "dvc", "repro", "studies/tiny/dvc.yaml").stdout)
+    assert ran == {f"studies/tiny/dvc.yaml:{s}" for s in ("prepare", "select", "select_scratch")}
+    assert "up to date" in sh(repo, "dvc", "status", "studies/tiny/dvc.yaml").stdout
+    metrics = json.loads((study / "selected.json").read_text())
+    assert metrics["recordings"] == {"cross_validated": 15, "test": 3}
+    assert f"accuracy {metrics['test']['accuracy']:.3f}" in (study / "report.md").read_text()
+    assert json.loads((study / "scratch.json").read_text())["chosen"] == "mfcc"
+
+    def stale() -> set[str]:
+        status = json.loads(sh(repo, "dvc", "status", "--json", "studies/tiny/dvc.yaml").stdout or "{}")
+        return {name.removeprefix("studies/tiny/dvc.yaml:") for name in status}
+
+    text = (repo / "params.yaml").read_text()
+    (repo / "params.yaml").write_text(text.replace("  lr: 0.002", "  lr: 0.003"))  # the project's, under the study
+    assert stale() == {"select", "select_scratch"}
+    (repo / "params.yaml").write_text(text)
+    (study / "recipe.yaml").write_text(yaml.safe_dump({**RECIPE, "folds": 3}))
+    assert stale() == {"select"}
+    (study / "recipe.yaml").write_text(yaml.safe_dump(RECIPE))
+    params["data"]["min_recordings"] = 4
+    (study / "params.yaml").write_text(yaml.safe_dump(params))
+    assert stale() == {"prepare", "select", "select_scratch"}
+    # the project's pipeline is dvc.yaml here, not the studies (a dry run stops at featurize: nothing is prepared)
+    dry = sh(repo, "dvc", "repro", "--dry", check=False).stdout
+    assert "Running stage 'prepare'" in dry and "studies/tiny" not in dry

@@ -5,6 +5,8 @@ commands:
                                    species per window and recording, or detections as Raven / Audacity tables
   report SUMMARY --out MARKDOWN [--all-species]
                                    render a summary JSON (metrics/summary.json) as Markdown
+  study DIR --data PATH [--csv FILE] [--recipe FILE]
+                                   a study folder for a collection: `dvc repro DIR/dvc.yaml` then chooses its model
 
 `speciesclf COMMAND --help` gives a command's options.
 """
@@ -18,7 +20,7 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 # imported only when chosen: `predict` loads no training or evaluation code
-COMMANDS = {"predict": "speciesclf.predict", "report": "speciesclf.evaluation.report"}
+COMMANDS = {"predict": "speciesclf.predict", "report": "speciesclf.evaluation.report", "study": "speciesclf.study"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,105 @@
+"""`speciesclf study`: a study folder written from the template for a user's collection, its params read through
+the project's, and one-line errors for what cannot be written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dvcrepo import ROOT, commit, copy_project, env, ran_stages, sh
+from speciesclf.params import load_params
+from test_select import FREQS, RECIPE, SR, _tone
+
+
+def _checkout(tmp: Path) -> Path:
+    """A stand-in checkout: the project's params.yaml and the study template."""
+    tmp.mkdir(exist_ok=True)
+    shutil.copy(ROOT / "params.yaml", tmp / "params.yaml")
+    shutil.copytree(ROOT / "studies" / "template", tmp / "studies" / "template")
+    return tmp
+
+
+def _study(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "speciesclf", "study", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=60)
+
+
+def test_a_folder_collection_becomes_a_study_that_reads_the_project_params(tmp_path: Path) -> None:
+    project = _checkout(tmp_path / "project")
+    (tmp_path / "frogs" / "hyla").mkdir(parents=True)
+    r = _study(project, "studies/frogs", "--data", "../frogs")
+    assert r.returncode == 0, r.stderr
+    assert "dvc repro studies/frogs/dvc.yaml" in r.stdout
+    study = project / "studies" / "frogs"
+    params = yaml.safe_load((study / "params.yaml").read_text())
+    assert params == {"defaults": ["../../params.yaml"], "data": {"source": "folder", "path": "../../../frogs"}}
+    assert (study / "../../../frogs" / "hyla").resolve() == (tmp_path / "frogs" / "hyla").resolve()
+    loaded, base = load_params(study / "params.yaml"), load_params(project / "params.yaml")
+    assert loaded == {**base, "data": {**base["data"], "source": "folder", "path": "../../../frogs"}}
+    assert (study / "recipe.yaml").read_bytes() == (ROOT / "studies/template/recipe.yaml").read_bytes()
+    assert (study / "dvc.yaml").read_bytes() == (ROOT / "studies/template/dvc.yaml").read_bytes()
+
+
+def test_a_csv_collection_at_another_depth_keeps_its_paths_right(tmp_path: Path) -> None:
+    project = _checkout(tmp_path / "project")
+    (tmp_path / "calls").mkdir()
+    (tmp_path / "calls" / "labels.csv").write_text("path,label\n")
+    r = _study(project, "studies/2026/bats", "--data", str(tmp_path / "calls"), "--csv", "labels.csv")
+    assert r.returncode == 0, r.stderr
+    study = project / "studies" / "2026" / "bats"
+    params = yaml.safe_load((study / "params.yaml").read_text())
+    assert params["defaults"] == ["../../../params.yaml"]
+    assert params["data"] == {"source": "csv", "path": str(tmp_path / "calls"), "csv": "labels.csv"}  # absolute
+    pipeline = (study / "dvc.yaml").read_text()
+    assert "python ../../../stages/select_model.py" in pipeline and "\n      - ../../src/" not in pipeline
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["studies/x", "--data", "nowhere"], "nowhere: not found; expected a folder of recordings"),
+        (["studies/x", "--data", ".", "--csv", "labels.csv"], ".: not found; expected a folder with the CSV"),
+        (["studies/template", "--data", "."], "studies/template: exists and is not empty"),
+        (["studies/x", "--data", ".", "--recipe", "mine.yaml"], "mine.yaml: recipe not found"),
+    ],
+)
+def test_what_cannot_be_written_is_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    project = _checkout(tmp_path)
+    r = _study(project, *args)
+    assert r.returncode == 2 and r.stderr == f"error: {message}" + r.stderr.split(message, 1)[1]
+    assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr
+    assert not (project / "studies" / "x").exists()
+
+
+def test_a_study_outside_a_checkout_is_refused(tmp_path: Path) -> None:
+    r = _study(tmp_path, "studies/x", "--data", ".")
+    assert r.returncode == 2 and "not inside a speciesclf checkout" in r.stderr
+
+
+@pytest.mark.slow
+def test_the_written_study_runs_under_dvc(tmp_path: Path) -> None:
+    repo = copy_project(tmp_path / "repo")
+    shutil.copytree(ROOT / "studies" / "template", repo / "studies" / "template")
+    for s, (label, freq) in enumerate(FREQS.items()):
+        for r in range(6):
+            _tone(tmp_path / "recordings" / label / f"{r}.wav", freq * (1 + 0.03 * r), 10 * s + r, 1.0 + 0.3 * r)
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(RECIPE))
+    r = _study(repo, "studies/tones", "--data", "../recordings", "--recipe", "../tiny.yaml")
+    assert r.returncode == 0, r.stderr
+    params = yaml.safe_load((repo / "studies/tones/params.yaml").read_text())
+    params["features"] = {"sample_rate": SR, "clip_seconds": 1.0, "train_hop_seconds": 0.5}  # as a user would add
+    (repo / "studies/tones/params.yaml").write_text(yaml.safe_dump(params))
+    commit(repo, "a study")
+    ran = ran_stages(sh(repo, "dvc", "repro", "studies/tones/dvc.yaml").stdout)
+    assert ran == {"studies/tones/dvc.yaml:prepare", "studies/tones/dvc.yaml:select"}
+    assert "up to date" in sh(repo, "dvc", "status", "studies/tones/dvc.yaml").stdout
+    metrics = json.loads((repo / "studies/tones/selected.json").read_text())
+    assert metrics["recordings"] == {"cross_validated": 15, "test": 3}
+    assert (repo / "studies/tones/models/selected/model.json").is_file()
+    assert "studies/template" not in sh(repo, "dvc", "status").stdout  # the template itself is not a pipeline
