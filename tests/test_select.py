@@ -245,3 +245,25 @@ def test_a_study_folder_is_a_pipeline_of_its_own_that_dvc_tracks(tmp_path: Path)
     # the project's pipeline is dvc.yaml here, not the studies (a dry run stops at featurize: nothing is prepared)
     dry = sh(repo, "dvc", "repro", "--dry", check=False).stdout
     assert "Running stage 'prepare'" in dry and "studies/tiny" not in dry
+
+
+def test_too_many_folds_stop_select_before_any_feature_is_extracted(
+    selected: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Extracting features can take most of an hour (BirdNET at several slowings): a recipe that cannot be dealt
+    into its folds, in any repeat, must stop before it."""
+    from speciesclf.params import load_params
+    from speciesclf.selection import select as stage
+    from speciesclf.selection.recipe import RecipeError, augment_keys_of, load_recipe
+    from speciesclf.training.augment import AugmentConfig
+
+    def extract(*args: object) -> None:
+        raise AssertionError("features extracted before the folds were dealt")
+
+    monkeypatch.setattr(stage, "_featurize", extract)
+    (selected / "many.yaml").write_text(yaml.safe_dump({**RECIPE, "folds": 6, "repeats": 2}))
+    params = load_params(selected / "params.yaml")
+    recipe = load_recipe(selected / "many.yaml", params, ["AudioCNN"], augment_keys_of(AugmentConfig))
+    with pytest.raises(RecipeError, match=r"many\.yaml: folds: got 6; species"):
+        stage.select(selected / "prepared" / "manifest.csv", recipe, 40, selected / "never")
+    assert not (selected / "never").exists()

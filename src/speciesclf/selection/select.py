@@ -88,6 +88,7 @@ def select(
     species = sorted({c.label for c in read_manifest(manifest) if c.split == "train"})
     index = {s: i for i, s in enumerate(species)}
     pool, test = Pool.of(manifest, ("train", "val"), index), Pool.of(manifest, ("test",), index)
+    folds = [_folds(pool, species, recipe, recipe.seed + r) for r in range(recipe.repeats)]  # before any work
     candidates, left_out = _available(recipe, log)
     features = _featurize(pool, candidates)
     runs = []
@@ -95,7 +96,8 @@ def select(
         with contextlib.ExitStack() as stack:
             where = out_dir if r == 0 else Path(stack.enter_context(tempfile.TemporaryDirectory()))
             moved = {n: replace(c, seeds=tuple(s + 1000 * r for s in c.seeds)) for n, c in candidates.items()}
-            runs.append(_select_once(pool, test, species, moved, features, recipe, r, rare_threshold, where, log))
+            run = _select_once(pool, test, folds[r], species, moved, features, recipe, rare_threshold, where, log)
+            runs.append({"seed": recipe.seed + r, **run})
     metrics = {
         "recipe": recipe.path.as_posix(),
         "folds": recipe.folds,
@@ -113,24 +115,28 @@ def select(
     return metrics
 
 
+def _folds(pool: Pool, species: list[str], recipe: Recipe, seed: int) -> np.ndarray:
+    """Each pool recording's fold, dealt with ``seed``; too many folds for the rarest species is the recipe's error."""
+    try:
+        return recording_folds([species[i] for i in pool.y], recipe.folds, seed)
+    except ValueError as exc:
+        raise RecipeError(f"{recipe.path}: folds: {exc}") from None
+
+
 def _select_once(
     pool: Pool,
     test: Pool,
+    folds: np.ndarray,
     species: list[str],
     candidates: dict[str, Candidate],
     features: dict[str, _Features],
     recipe: Recipe,
-    repeat: int,
     rare_threshold: int,
     out_dir: Path,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
-    """One selection: folds, cross-validation, the choice, the chosen model trained on the pool and written, test."""
-    seed = recipe.seed + repeat
-    try:
-        folds = recording_folds([species[i] for i in pool.y], recipe.folds, seed)
-    except ValueError as exc:
-        raise RecipeError(f"{recipe.path}: folds: {exc}") from None
+    """One selection on given folds: cross-validation, the choice, the chosen model trained on the pool and written,
+    then test."""
     probs = _cross_validate(pool, folds, candidates, features, recipe, species, log)
     groups = {name: (name,) for name in candidates}
     groups |= {" + ".join(a): a for a in recipe.averages if all(n in candidates for n in a)}
@@ -143,8 +149,7 @@ def _select_once(
     train_counts = _write_model(out_dir, pool, species, members, features, recipe, log)
     scores = _score_test(out_dir, test, train_counts, rare_threshold)["scores"]
     log(f"select: test {', '.join(f'{k} {scores[k]:.3f}' for k in SCORES)}")
-    return {"seed": seed, "candidates": table, "chosen": chosen, "cross_validated": table[chosen]["mean"],
-            "test": scores}  # fmt: skip
+    return {"candidates": table, "chosen": chosen, "cross_validated": table[chosen]["mean"], "test": scores}
 
 
 def _available(recipe: Recipe, log: Callable[[str], None]) -> tuple[dict[str, Candidate], dict[str, str]]:
