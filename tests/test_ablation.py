@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from speciesclf.evaluation.ablation import collect, main, params_changed, summarise
+from speciesclf.experiments.ablation import collect, main, params_changed, summarise
 
 RECIPE = {"phase3": {"seeds": [42, 43], "loss": "logit_adjusted"}, "augment": {"freq_mask": 0}}
 

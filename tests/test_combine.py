@@ -16,8 +16,8 @@ import soundfile as sf
 import yaml
 
 from speciesclf.data.prepare import prepare
-from speciesclf.evaluation.combine import candidates, main, parse_group
 from speciesclf.evaluation.evaluate import evaluate_ensemble
+from speciesclf.experiments.combine import candidates, main, parse_group
 from speciesclf.features.mfcc import FeatureConfig
 from speciesclf.features.store import featurize
 from speciesclf.models.saved import save_model
@@ -117,7 +117,7 @@ def test_a_bad_group_is_one_line_naming_it(workspaces: tuple[Path, Path], spec: 
 
 def test_the_cli_refuses_a_run_given_twice_in_one_line(workspaces: tuple[Path, Path], tmp_path: Path) -> None:
     logmel = workspaces[0]
-    cmd = [sys.executable, "-m", "speciesclf.evaluation.combine", "--out", str(tmp_path / "x")]
+    cmd = [sys.executable, "-m", "speciesclf.experiments.combine", "--out", str(tmp_path / "x")]
     cmd += ["--group", f"a={logmel}:phase3", "--group", f"b={logmel}:phase3"]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert done.returncode == 2 and "Traceback" not in done.stderr
@@ -169,7 +169,7 @@ def test_a_bad_average_is_one_line_naming_it(
     workspaces: tuple[Path, Path], tmp_path: Path, average: str, message: str
 ) -> None:
     logmel, mfcc = workspaces
-    cmd = [sys.executable, "-m", "speciesclf.evaluation.combine", "--out", str(tmp_path / "x"), "--average", average]
+    cmd = [sys.executable, "-m", "speciesclf.experiments.combine", "--out", str(tmp_path / "x"), "--average", average]
     cmd += ["--group", f"a={logmel}:phase3", "--group", f"b={mfcc}:phase3"]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [f"python -m {cmd[2]}: error: {message}"]

@@ -5,7 +5,7 @@ The ``ensemble`` stage only sees the runs of its own experiment. This module tak
 experiment's ``params.yaml``, ``models/`` and ``data/features*/`` (``make insectset32-combined`` checks them out
 with git and DVC), and a run group in each::
 
-    python -m speciesclf.evaluation.combine --group log-mel=ws/insectset32:phase3 \\
+    python -m speciesclf.experiments.combine --group log-mel=ws/insectset32:phase3 \\
         --group birdnet=ws/insectset32-birdnet:phase3 --out reports/insectset32-combined
 
 The candidates are every run alone, each group's runs averaged, the averages of groups asked for with
@@ -198,7 +198,7 @@ def _fmt(v: float | None) -> str:
     return "–" if v is None else f"{v:.3f}"  # rare F1 is None when no species is rare
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m speciesclf.evaluation.combine") -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m speciesclf.experiments.combine") -> int:
     """Score runs of several experiments alone and averaged; write <out>.json and <out>.md (whole)."""
     parser = argparse.ArgumentParser(prog=prog, description=main.__doc__)
     parser.add_argument("--group", action="append", required=True, help="NAME=WORKSPACE:GROUP, once per experiment")

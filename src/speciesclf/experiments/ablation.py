@@ -130,7 +130,7 @@ def _fmt(v: float | None) -> str:
     return "–" if v is None else f"{v:.3f}"
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m speciesclf.evaluation.ablation") -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m speciesclf.experiments.ablation") -> int:
     """Table the experiments <prefix><variant> (the first variant is the recipe) as <out>.json and <out>.md."""
     parser = argparse.ArgumentParser(prog=prog, description=main.__doc__)
     parser.add_argument("variants", nargs="+", help="variant names, the recipe first")
