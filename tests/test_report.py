@@ -3,7 +3,11 @@ its ensemble row."""
 
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -189,3 +193,45 @@ def test_resources_are_shown_and_gpu_memory_is_judged_only_on_gpu_runs() -> None
     assert [(c["run"], c["pass"]) for c in summary["verdict"]["memory"]] == [("baseline", False), ("phase2b", True)]
     report = render_markdown(summary)
     assert "baseline 4.00 GB < 4 GB (batch 32): fail; phase2b 1.50 GB < 5 GB (batch 32): pass" in report
+
+
+def _report(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "speciesclf", "report", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("summary", "out", "message"),
+    [
+        (None, "r.md", "missing.json: not found"),
+        ("{not json", "r.md", "missing.json: not valid JSON"),
+        ('{"models": {}}', "r.md", "missing.json: not a summary the report stage writes (no key 'delta_vs_baseline')"),
+        ("[1, 2]", "r.md", "missing.json: not a summary the report stage writes"),
+        (b"\xff\xfe{}", "r.md", "missing.json: not valid JSON"),
+        (None, "/proc/r.md", "missing.json: not found"),  # the input is read first
+    ],
+)
+def test_report_on_a_bad_summary_is_one_line_naming_it(
+    tmp_path: Path, summary: str | bytes | None, out: str, message: str
+) -> None:
+    if isinstance(summary, str):
+        (tmp_path / "missing.json").write_text(summary)
+    elif isinstance(summary, bytes):
+        (tmp_path / "missing.json").write_bytes(summary)
+    r = _report(tmp_path, "missing.json", "--out", out)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith("speciesclf report: error: ") and message in r.stderr, r.stderr
+    assert not (tmp_path / "r.md").exists() and [p.name for p in tmp_path.iterdir()] in ([], ["missing.json"])
+
+
+@pytest.mark.parametrize("out", ["/proc/r.md", "file/r.md"])
+def test_report_into_a_place_that_cannot_be_written_is_one_line(tmp_path: Path, out: str) -> None:
+    summary = _summary([42], [_run(0.5, 0.4, 0.2)])
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    (tmp_path / "file").write_text("a file, not a folder")
+    r = _report(tmp_path, "summary.json", "--out", out)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"error: {out.rsplit('/', 1)[0]}" in r.stderr or f"error: {out}" in r.stderr, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "summary.json"]
+    r = _report(tmp_path, "summary.json", "--out", "r.md")  # the same summary renders where it can be written
+    assert r.returncode == 0 and (tmp_path / "r.md").read_text().startswith("# speciesclf: results")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -390,10 +391,30 @@ def main(argv: list[str] | None = None, prog: str = "python -m speciesclf.evalua
     parser.add_argument("--all-species", action="store_true", help="every species' F1, not only the rarest ten")
     parser.add_argument("--out", required=True, help="the Markdown file to write (whole)")
     args = parser.parse_args(argv)
-    summary = json.loads(Path(args.summary).read_text(encoding="utf-8"))
     preamble = args.preamble.strip() or f"Rendered from `{args.summary}`."
-    write_text(args.out, render_markdown(summary, args.title, preamble, all_species=args.all_species))
+    try:
+        summary = json.loads(Path(args.summary).read_text(encoding="utf-8"))
+        text = render_markdown(summary, args.title, preamble, all_species=args.all_species)
+        write_text(args.out, text)
+    except KeyboardInterrupt:  # write_text leaves no temporary file behind
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, KeyError, TypeError, AttributeError) as exc:
+        print(f"{prog}: error: {_why(exc, args.summary, args.out)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _why(exc: Exception, summary: str, out: str) -> str:
+    """One line naming the file: what was wrong with it, or why the report could not be written."""
+    if isinstance(exc, FileNotFoundError) and exc.filename == summary:
+        return f"{summary}: not found"
+    if isinstance(exc, OSError):
+        return f"{exc.filename or out}: cannot write ({exc.strerror or exc})"
+    if isinstance(exc, ValueError):  # not JSON, or not UTF-8
+        return f"{summary}: not valid JSON ({str(exc).splitlines()[0]})"
+    missing = f"no key {exc}" if isinstance(exc, KeyError) else str(exc)
+    return f"{summary}: not a summary the report stage writes ({missing})"
 
 
 if __name__ == "__main__":
