@@ -33,7 +33,7 @@ from speciesclf.params import validate
 from speciesclf.training.train import train_model
 from speciesclf.training.trainer import TrainConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 SR = 16000
 FREQS = {"cricket": 500.0, "katydid": 1500.0, "cicada": 3000.0}
 RECORDINGS = {"cricket": 8, "katydid": 5, "cicada": 3}  # a long tail, so the training prior is not uniform

@@ -15,7 +15,7 @@ import yaml
 from speciesclf.models.cnn import MODELS
 from speciesclf.params import SCHEMA, ParamsError, load_params, phase3_features, validate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def valid_params() -> dict[str, Any]:

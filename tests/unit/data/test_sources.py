@@ -28,7 +28,7 @@ from speciesclf.features.mfcc import FeatureConfig
 from speciesclf.features.store import featurize
 from speciesclf.params import validate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 SR = 16000
 FREQS = {"alpha": 440.0, "beta": 880.0, "gamma": 1320.0, "delta": 1760.0}
 ODD_NAME = "Grünspecht – Köln #3 %20 café ß.wav"  # spaces, '#', a literal '%20', non-ASCII letters

@@ -16,7 +16,7 @@ import soundfile as sf
 from speciesclf.data.audio import load_mono
 from speciesclf.data.sources import check_file, collect_csv
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "insectset32"
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "insectset32"
 LABELS = DATA / "labels.csv"
 
 pytestmark = pytest.mark.skipif(not LABELS.is_file(), reason=f"InsectSet32 not present ({DATA.resolve()})")

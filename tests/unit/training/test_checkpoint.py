@@ -2,7 +2,7 @@
 the same bytes as an uninterrupted one; a state made by another run is discarded; a finished run leaves none.
 
 These stop a real in-process run by raising from its epoch callback (after the epoch's state is saved);
-tests/test_faults.py kills real stage processes with real signals.
+tests/integration/test_faults.py kills real stage processes with real signals.
 """
 
 from __future__ import annotations

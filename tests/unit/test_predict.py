@@ -20,6 +20,7 @@ import soundfile as sf
 import torch
 import yaml
 
+from measure import peak_rss_mb
 from speciesclf.data import audio
 from speciesclf.data.prepare import prepare
 from speciesclf.features.mfcc import FeatureConfig
@@ -29,9 +30,8 @@ from speciesclf.params import validate
 from speciesclf.predict import COLUMNS, Predictor
 from speciesclf.training.train import train_model
 from speciesclf.training.trainer import TrainConfig
-from test_audio import peak_rss_mb
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SR = 16000
 FREQS = {"cricket": 500.0, "katydid": 1500.0, "cicada": 3000.0}
 
@@ -182,7 +182,7 @@ def test_the_installed_console_command_predicts_as_the_module_does(model_dir: Pa
     usage = subprocess.run([command, "predict", "--help"], capture_output=True, text=True, timeout=60)
     assert usage.stdout.startswith("usage: speciesclf predict ")
     wrong = subprocess.run([command, "train"], capture_output=True, text=True, timeout=60)
-    expected = "speciesclf: unknown command 'train'; expected one of predict, report\n"
+    expected = "speciesclf: unknown command 'train'; expected one of predict, report, study\n"
     assert (wrong.returncode, wrong.stderr) == (2, expected)
 
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from measure import peak_rss_mb
 from speciesclf.data.audio import (
     SILENCE_DEVIATION,
     AudioError,
@@ -380,15 +379,6 @@ def test_resampling_a_rate_coprime_with_the_target_stays_small(tmp_path: Path) -
     code = f"from speciesclf.data.audio import load_mono; assert len(load_mono({str(path)!r}, 48000)) == 240000"
     peak = peak_rss_mb(code)
     assert peak < 200, f"peak RSS {peak} MB"
-
-
-def peak_rss_mb(code: str, timeout: float = 120) -> int:
-    """Run ``code`` in a Python process of its own; its peak resident memory in MB (VmHWM: ``ru_maxrss`` would
-    carry pytest's peak over the exec)."""
-    report = "import re; print(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]) // 1024)"
-    r = subprocess.run([sys.executable, "-c", f"{code}\n{report}"], capture_output=True, text=True, timeout=timeout)
-    assert r.returncode == 0, r.stderr
-    return int(r.stdout)
 
 
 def test_a_stream_raises_the_reason_when_it_is_known(tmp_path: Path) -> None:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_select import FREQS, RECIPE, SR, _tone
 
 from dvcrepo import ROOT, commit, copy_project, env, ran_stages, sh
 from speciesclf.params import load_params
-from test_select import FREQS, RECIPE, SR, _tone
 
 
 def _checkout(tmp: Path) -> Path:

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from test_predict import FREQS, SR, _train_tiny_model, tone
 
 from speciesclf.detections import Detection, Detector
-from test_predict import FREQS, SR, _train_tiny_model, tone
 
 RAVEN_HEAD = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)", "High Freq (Hz)"]
 

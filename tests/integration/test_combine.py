@@ -25,7 +25,7 @@ from speciesclf.params import validate
 from speciesclf.training.train import train_model
 from speciesclf.training.trainer import TrainConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SR = 16000
 FREQS = {"cricket": 500.0, "katydid": 1500.0, "cicada": 3000.0}
 RECORDINGS = {"cricket": 8, "katydid": 5, "cicada": 4}

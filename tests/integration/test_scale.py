@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_pipeline import METRIC_KEYS, tiny_params
 
 from dvcrepo import ROOT, commit, copy_project, env, ran_stages, sh
-from test_pipeline import METRIC_KEYS, tiny_params
 
 pytestmark = pytest.mark.scale
 

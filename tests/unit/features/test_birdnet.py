@@ -29,7 +29,7 @@ from speciesclf.models.heads import EmbeddingLinear, EmbeddingMLP
 from speciesclf.models.saved import save_model
 from speciesclf.params import ParamsError, validate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _installed() -> bool:
