@@ -16,6 +16,7 @@ from speciesclf.params import load_params
 from speciesclf.selection.recipe import augment_keys_of, load_recipe
 from speciesclf.selection.report import render_markdown
 from speciesclf.selection.select import select
+from speciesclf.thresholds import rule_of
 from speciesclf.training.augment import AugmentConfig
 from speciesclf.training.trainer import set_threads
 
@@ -33,7 +34,8 @@ def main() -> None:
     recipe = load_recipe(args.recipe, params, MODELS, augment_keys_of(AugmentConfig))
     set_threads(recipe.train["threads"])
     with atomic_dir(args.model) as out:
-        metrics = select(Path(args.prepared) / "manifest.csv", recipe, params["evaluate"]["rare_threshold"], out)
+        manifest, rare_threshold = Path(args.prepared) / "manifest.csv", params["evaluate"]["rare_threshold"]
+        metrics = select(manifest, recipe, rare_threshold, out, thresholds=rule_of(params["detect"]))
     write_text(args.metrics, json.dumps(metrics, indent=2) + "\n")
     if args.report:
         write_text(args.report, render_markdown(metrics, args.title))

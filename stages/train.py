@@ -30,6 +30,7 @@ from speciesclf.models.cnn import MODELS
 from speciesclf.models.saved import save_model
 from speciesclf.params import ParamsError, load_params
 from speciesclf.runs import GAMMA_SWEEP, PHASE3, PHASES, phase3_run, sweep_run
+from speciesclf.thresholds import rule_of
 from speciesclf.training import distributed
 from speciesclf.training.augment import AugmentConfig
 from speciesclf.training.train import train_model
@@ -99,7 +100,16 @@ def main() -> None:
             callbacks = [functools.partial(_log_epoch, live)] if is_main else []
             log = print if is_main else None
             trained = train_model(
-                args.features, model_name, loss, config, callbacks, log, args.state, [__file__], augment
+                args.features,
+                model_name,
+                loss,
+                config,
+                callbacks,
+                log,
+                args.state,
+                [__file__],
+                augment,
+                thresholds=rule_of(params["detect"]),
             )
             if is_main:
                 save_model(args.model, trained.network, trained.card)

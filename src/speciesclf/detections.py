@@ -21,7 +21,17 @@ import numpy as np
 
 from speciesclf.files import atomic_path
 
-__all__ = ["Detection", "Detector", "write_audacity", "write_raven"]
+__all__ = [
+    "SUMMARY_COLUMNS",
+    "Detection",
+    "Detector",
+    "read_raven",
+    "recording_summary",
+    "write_audacity",
+    "write_raven",
+]
+
+SUMMARY_COLUMNS = ("path", "species", "detections", "seconds", "max_score")
 
 
 @dataclass(frozen=True)
@@ -66,11 +76,40 @@ class Detector:
         return sorted(self.done, key=lambda d: (d.begin, d.end, d.species))
 
 
+def read_raven(path: str | os.PathLike[str]) -> list[tuple[float, float, str]]:
+    """The selections of a Raven table (as :func:`write_raven` writes, or Raven Pro saves): begin and end seconds
+    and Species, read by crowsetta."""
+    from crowsetta.formats.bbox import Raven
+
+    df = Raven.from_file(Path(path), annot_col="Species").df
+    return [(float(b), float(e), str(s)) for b, e, s in zip(df.begin_time_s, df.end_time_s, df.annotation, strict=True)]
+
+
+def recording_summary(path: str, detections: Sequence[Detection]) -> list[tuple]:
+    """A recording's rows of the summary table (:data:`SUMMARY_COLUMNS`): each species detected, its number of
+    detections, their total seconds and the highest score; one row with no species when nothing was detected, so
+    that every recording predicted is listed."""
+    by_species: dict[str, list[Detection]] = {}
+    for d in detections:
+        by_species.setdefault(d.species, []).append(d)
+    if not by_species:
+        return [(path, "", 0, 0.0, "")]
+    return [
+        (path, name, len(ds), round(sum(d.end - d.begin for d in ds), 3), round(max(d.score for d in ds), 6))
+        for name, ds in sorted(by_species.items())
+    ]
+
+
 def write_raven(
-    path: str | os.PathLike[str], detections: Sequence[Detection], band: tuple[float, float], many: bool
+    path: str | os.PathLike[str],
+    detections: Sequence[Detection],
+    band: tuple[float, float],
+    many: bool,
+    scores: bool = True,
 ) -> None:
     """A Raven Pro selection table, written whole; ``band`` fills Low and High Freq (the model's band), ``many``
-    adds Begin Path and Begin File for a table of several recordings."""
+    adds Begin Path and Begin File for a table of several recordings; without ``scores``, Species alone follows
+    the frequencies (a truth table)."""
     import pandas as pd
     from crowsetta.formats.bbox import Raven
 
@@ -83,10 +122,13 @@ def write_raven(
         "low_freq_hz": [float(band[0])] * len(detections),
         "high_freq_hz": [float(band[1])] * len(detections),
         "annotation": [d.species for d in detections],
-        "Score": [round(d.score, 6) for d in detections],
-        "Mean Score": [round(d.mean_score, 6) for d in detections],
-        "Windows": [d.windows for d in detections],
     }
+    if scores:
+        columns |= {
+            "Score": [round(d.score, 6) for d in detections],
+            "Mean Score": [round(d.mean_score, 6) for d in detections],
+            "Windows": [d.windows for d in detections],
+        }
     if many:
         columns |= {"Begin Path": [d.path for d in detections], "Begin File": [Path(d.path).name for d in detections]}
     table = Raven(df=pd.DataFrame(columns), annot_path=Path(path), annot_col="Species")

@@ -4,6 +4,7 @@ one line naming the key and what is allowed (a typo passed with ``dvc exp run -S
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Callable
@@ -183,6 +184,27 @@ SCHEMA: dict[str, Any] = {
     },
     "ensemble": {"runs": Rule((list,), _groups, f"a list of distinct run groups from {', '.join(GROUPS)}")},
     "evaluate": {"rare_threshold": _int(1), "posthoc_tau": _num(0, 10)},
+    "detect": {  # per-species detection thresholds, fitted by the stage that writes a model (speciesclf.thresholds)
+        "threshold_rule": replace(_choice("f1", "precision"), default="f1"),
+        "target_precision": replace(_num(0, 1, lo_open=True), default=0.9),
+        "min_positives": replace(_int(1, 100000), default=5),
+    },
+    "soundscapes": {  # synthetic field recordings with known calls: detection measured (stages/detection.py)
+        "recordings": replace(_int(2, 1000), default=16),
+        "seconds": replace(_num(10, 86400), default=180.0),
+        "bouts_per_minute": replace(_num(0.1, 60), default=6.0),
+        "snr_db": replace(
+            Rule(
+                (list,),
+                lambda v: len(v) == 2 and all(isinstance(x, int | float) for x in v) and v[0] <= v[1],
+                "a list [low, high] of dB values with low <= high",
+            ),
+            default=[0.0, 20.0],
+        ),
+        "seed": replace(_int(0, 2**32 - 1), default=7),
+        "hop_seconds": replace(_num(0, 60, lo_open=True), default=2.5),
+        "collar_seconds": replace(_num(0, 60, lo_open=True), default=5.0),
+    },
     "report": {
         "phase2a_min_accuracy": _num(0, 1),
         "phase2a_min_f1_macro": _num(0, 1),
@@ -197,6 +219,10 @@ SCHEMA: dict[str, Any] = {
 }
 
 
+def _has_default(rule: Any) -> bool:
+    return not isinstance(rule, dict) and rule.default is not _REQUIRED
+
+
 def _walk(params: dict[str, Any], schema: dict[str, Any], prefix: str) -> None:
     if not isinstance(params, dict):
         raise ParamsError(f"{prefix.rstrip('.') or 'params'}: expected a mapping of {sorted(schema)}")
@@ -207,7 +233,9 @@ def _walk(params: dict[str, Any], schema: dict[str, Any], prefix: str) -> None:
     for key, rule in schema.items():
         name = f"{prefix}{key}"
         if key not in params and getattr(rule, "default", _REQUIRED) is not _REQUIRED:
-            params[key] = rule.default
+            params[key] = copy.deepcopy(rule.default)
+        if key not in params and isinstance(rule, dict) and all(_has_default(r) for r in rule.values()):
+            params[key] = {}  # a section added since the file was written: every key takes its default
         if key not in params:
             raise ParamsError(f"{name}: missing")
         value = params[key]

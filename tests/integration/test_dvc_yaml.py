@@ -89,7 +89,7 @@ def test_a_missing_and_an_extra_dependency_are_both_reported(tmp_path: Path) -> 
     }
 
 
-@pytest.mark.parametrize("module", ["speciesclf.predict"])
+@pytest.mark.parametrize("module", ["speciesclf.predict", "speciesclf.predictor"])
 def test_prediction_does_not_import_the_training_code(module: str) -> None:
     finder = modulefinder.ModuleFinder(path=[str(ROOT / "src")])
     finder.import_hook(module)

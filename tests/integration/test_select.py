@@ -99,6 +99,11 @@ def test_the_model_directory_holds_the_chosen_candidates(selected: Path) -> None
             member = json.loads((selected / "selected" / "members" / m / "model.json").read_text())
             assert member["species"] == card["species"] == sorted(FREQS)
             assert member["epochs_run"] == 2 and member["best_val_f1_macro"] is None  # no validation set chose it
+    # detection thresholds: fitted on the chosen models' out-of-fold windows (the refit has no held-out data)
+    fitted = card["thresholds"]
+    assert fitted["fitted_on"] == "out-of-fold windows" and set(fitted["species"]) == set(FREQS)
+    assert fitted["windows"] > metrics["recordings"]["cross_validated"]  # longer recordings give several windows
+    assert all(0 < s["threshold"] < 1 and s["positives"] >= 4 for s in fitted["species"].values())
 
 
 def test_predict_on_the_test_recordings_gives_the_reported_scores(selected: Path) -> None:

@@ -4,6 +4,9 @@ read back with Python's csv module (not crowsetta or pandas, which wrote them)."
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from test_predict import FREQS, SR, _train_tiny_model, tone
 
+import speciesclf
 from speciesclf.detections import Detection, Detector
+from tiny import FREQS, SR, _train_tiny_model, tone
 
 RAVEN_HEAD = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)", "High Freq (Hz)"]
 
@@ -136,7 +140,14 @@ def test_a_folder_gets_one_table_per_recording(model_dir: Path, field: Path, tmp
         r = predict(model_dir, field, "--format", fmt, "--min-score", repr(threshold), "--out", f"{out}/", cwd=tmp_path)
         assert r.returncode == 0, r.stderr
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["dawn.labels.txt", "dawn.selections.txt", "dusk.labels.txt", "dusk.selections.txt"]
+    assert names == [
+        "dawn.labels.txt",
+        "dawn.selections.txt",
+        "dusk.labels.txt",
+        "dusk.selections.txt",
+        "provenance.json",  # the last run's: model, thresholds, version
+        "summary.csv",
+    ]
     raven = _read_tsv(out / "dusk.selections.txt")
     assert raven and "Begin File" not in raven[0]
     # the Audacity label track: start, end, "species;score" per line, the same events as the Raven table
@@ -184,3 +195,109 @@ def test_two_recordings_with_one_name_cannot_share_a_folder(model_dir: Path, fie
     sf.write(tmp_path / "other" / "dawn.flac", tone(SR, 1.0, FREQS["cicada"], 1), SR, format="FLAC")
     r = predict(model_dir, field / "dawn.wav", tmp_path / "other", "--format", "raven", "--out", "t/", cwd=tmp_path)
     assert r.returncode == 2 and "would both write dawn.selections.txt" in r.stderr, r.stderr
+
+
+@pytest.fixture(scope="module")
+def fitted_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _train_tiny_model(tmp_path_factory.mktemp("fitted"), epochs=3, thresholds=True)
+
+
+def _detected(out: Path) -> list[tuple[float, float, str]]:
+    return sorted((float(r["Begin Time (s)"]), float(r["End Time (s)"]), r["Species"]) for r in _read_tsv(out))
+
+
+def test_the_cards_thresholds_apply_by_default_and_other_sources_on_request(
+    fitted_model: Path, field: Path, tmp_path: Path
+) -> None:
+    wav = field / "dawn.wav"
+    scores = _window_scores(fitted_model, wav, tmp_path)
+    card = json.loads((fitted_model / "model.json").read_text(encoding="utf-8"))["thresholds"]["species"]
+    # per species: the runs of that species' windows at or above its own fitted threshold
+    expected = sorted(run for s in FREQS for run in _expected_runs(scores, wav, card[s]["threshold"]) if run[2] == s)
+    runs = {}
+    for name, extra in {
+        "card": [],
+        "global": ["--min-score", "0.3"],
+        "none": ["--thresholds", "none"],
+        "file": ["--thresholds", str(tmp_path / "t.json")],
+    }.items():
+        if name == "file":
+            (tmp_path / "t.json").write_text(json.dumps({"cricket": 0.99, "cicada": 0.01}), encoding="utf-8")
+        out = tmp_path / f"{name}.txt"
+        r = predict(fitted_model, wav, "--format", "raven", "--hop", "0.5", *extra, "--out", out, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        runs[name] = _detected(out)
+        facts = json.loads((tmp_path / f"{name}.provenance.json").read_text(encoding="utf-8"))
+        assert facts["model_dir"] == str(fitted_model) and facts["speciesclf"] == speciesclf.__version__
+        assert facts["card_sha256"] == hashlib.sha256((fitted_model / "model.json").read_bytes()).hexdigest()
+        runs[name + " thresholds"] = facts["thresholds"]
+    assert runs["card"] == expected
+    assert runs["card thresholds"]["species"] == {s: card[s]["threshold"] for s in card}
+    assert runs["global"] == _expected_runs(scores, wav, 0.3)
+    assert runs["global thresholds"]["source"] == runs["none thresholds"]["source"] == "global"
+    assert runs["none"] == _expected_runs(scores, wav, 0.5)
+    # the file's species take its thresholds, the one it lacks (katydid) --min-score's default, 0.5
+    assert runs["file thresholds"]["species"] == {"cricket": 0.99, "cicada": 0.01, "katydid": 0.5}
+    assert {s for _, _, s in runs["file"]} <= {"cricket", "cicada", "katydid"} and any(
+        s == "cicada" for _, _, s in runs["file"]
+    )
+
+
+def test_a_thresholds_file_naming_another_species_is_one_line(fitted_model: Path, field: Path, tmp_path: Path) -> None:
+    (tmp_path / "t.json").write_text('{"nightingale": 0.4}', encoding="utf-8")
+    out = tmp_path / "o.txt"
+    r = predict(fitted_model, field, "--format", "raven", "--thresholds", tmp_path / "t.json", "--out", out,
+                cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 2 and r.stderr == (
+        f"error: --thresholds {tmp_path / 't.json'}: 'nightingale' is not one of the model's species\n"
+    )
+    assert not out.exists()
+    r = predict(fitted_model, field, "--thresholds", "none", cwd=tmp_path)  # csv: no detections to threshold
+    assert r.returncode == 2 and "--thresholds and --min-score apply to detections" in r.stderr
+
+
+def test_a_model_without_fitted_thresholds_says_so_and_uses_the_global_one(
+    model_dir: Path, field: Path, tmp_path: Path
+) -> None:
+    r = predict(model_dir, field / "dusk.wav", "--format", "raven", "--out", tmp_path / "o.txt", cwd=tmp_path)
+    assert r.returncode == 0 and "no fitted thresholds" in r.stderr and "every species at 0.5" in r.stderr
+
+
+def test_the_summary_counts_each_recordings_detections(fitted_model: Path, field: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tables"
+    r = predict(fitted_model, field, "--format", "raven", "--hop", "0.5", "--out", f"{out}/", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    with open(out / "summary.csv", newline="", encoding="utf-8") as f:
+        summary = list(csv.DictReader(f))
+    assert {row["path"] for row in summary} == {str(field / "dawn.wav"), str(field / "dusk.wav")}
+    for name in ("dawn", "dusk"):
+        table = _read_tsv(out / f"{name}.selections.txt")
+        rows = [row for row in summary if Path(row["path"]).stem == name and row["species"]]
+        assert {row["species"]: int(row["detections"]) for row in rows} == {
+            s: sum(t["Species"] == s for t in table) for s in {t["Species"] for t in table}
+        }
+    facts = json.loads((out / "provenance.json").read_text(encoding="utf-8"))
+    assert facts["hop_seconds"] == 0.5 and facts["thresholds"]["source"] == "card"
+
+
+@pytest.mark.parametrize("fmt", ["wav", "flac"])
+def test_a_file_damaged_midway_gives_detections_up_to_the_damage_and_a_note(
+    fitted_model: Path, field: Path, tmp_path: Path, fmt: str
+) -> None:
+    wave = np.concatenate([tone(SR, 1.0, FREQS[s], i) for i, s in enumerate(["cricket", "cicada"] * 4)])
+    sf.write(tmp_path / f"whole.{fmt}", wave, SR, format=fmt.upper())
+    data = (tmp_path / f"whole.{fmt}").read_bytes()
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / f"cut.{fmt}").write_bytes(data[: len(data) // 2])  # a recorder that stopped midway
+    shutil.copy(field / "dusk.wav", tmp_path / "in" / "dusk.wav")  # and a good file after it
+    out = tmp_path / "t"
+    r = predict(fitted_model, tmp_path / "in", "--format", "raven", "--min-score", "0.01", "--out", f"{out}/",
+                cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert f"cut.{fmt}:" in r.stderr and "its windows before the damage are kept" in r.stderr
+    cut = _detected(out / "cut.selections.txt")
+    assert cut and max(end for _, end, _ in cut) <= 4.5  # about half of 8 s decoded
+    assert _detected(out / "dusk.selections.txt")  # the next file went on
+    r = predict(fitted_model, tmp_path / "in" / f"cut.{fmt}", "--top-k", "1", cwd=tmp_path)  # csv: the note
+    rows = list(csv.DictReader(r.stdout.splitlines()))
+    assert (rows[0]["level"] == "recording" and "truncated" in rows[0]["note"]) or "unreadable" in rows[0]["note"]

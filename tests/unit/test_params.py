@@ -102,6 +102,16 @@ def valid_params() -> dict[str, Any]:
         },
         "ensemble": {"runs": ["phase2b", "phase3"]},
         "evaluate": {"rare_threshold": 5, "posthoc_tau": 0.0},
+        "detect": {"threshold_rule": "precision", "target_precision": 0.8, "min_positives": 3},
+        "soundscapes": {
+            "recordings": 4,
+            "seconds": 60.0,
+            "bouts_per_minute": 2.0,
+            "snr_db": [5.0, 10.0],
+            "seed": 1,
+            "hop_seconds": 1.0,
+            "collar_seconds": 2.0,
+        },
         "report": {
             "phase2a_min_accuracy": 0.40,
             "phase2a_min_f1_macro": 0.15,
@@ -348,6 +358,23 @@ def test_a_params_file_from_before_time_expansion_reads_as_no_expansion(tmp_path
     params = load_params(tmp_path / "params.yaml")
     assert params["features"]["time_expansion"] == 1.0
     assert phase3_features(params)["time_expansion"] == 1.0
+
+
+def test_a_params_file_from_before_detection_reads_the_sections_defaults(tmp_path: Path) -> None:
+    """detect and soundscapes came later: a file without them (an older experiment's) gets every key's default,
+    and a section given in part keeps what it gives."""
+    params = valid_params()
+    del params["detect"], params["soundscapes"]
+    validate(params)
+    assert params["detect"] == {"threshold_rule": "f1", "target_precision": 0.9, "min_positives": 5}
+    assert params["soundscapes"]["recordings"] == 16 and params["soundscapes"]["snr_db"] == [0.0, 20.0]
+    partial = valid_params()
+    partial["detect"] = {"threshold_rule": "precision"}
+    assert validate(partial)["detect"] == {"threshold_rule": "precision", "target_precision": 0.9, "min_positives": 5}
+    assert _error(_with("detect.threshold_rule", "recall")) == (
+        "detect.threshold_rule: got 'recall'; allowed: one of f1, precision"
+    )
+    assert _error(_with("detect.min_positives", True)).startswith("detect.min_positives: got True")
 
 
 def test_section_not_a_mapping() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import shutil
@@ -18,48 +17,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-import yaml
 
 from measure import peak_rss_mb
 from speciesclf.data import audio
-from speciesclf.data.prepare import prepare
-from speciesclf.features.mfcc import FeatureConfig
-from speciesclf.features.store import featurize, load_split
-from speciesclf.models.saved import WeightsError, load_model, save_model
-from speciesclf.params import validate
+from speciesclf.features.store import load_split
+from speciesclf.models.saved import WeightsError, load_model
 from speciesclf.predict import COLUMNS, Predictor
-from speciesclf.training.train import train_model
-from speciesclf.training.trainer import TrainConfig
+from tiny import FREQS, SR, _train_tiny_model, tone
 
 ROOT = Path(__file__).resolve().parents[2]
-SR = 16000
-FREQS = {"cricket": 500.0, "katydid": 1500.0, "cicada": 3000.0}
-
-
-def tone(sr: int, seconds: float, freq: float, seed: int, channels: int = 1) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(round(sr * seconds)) / sr
-    wave = (0.4 * np.sin(2 * np.pi * freq * t) + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
-    return np.stack([wave, 0.5 * wave], axis=1) if channels == 2 else wave
-
-
-def _train_tiny_model(base: Path, epochs: int = 2, **features: Any) -> Path:
-    """Three tone "species", four 1 s recordings each, through prepare, featurize and training: ``base/model``."""
-    data = base / "recordings"
-    for s, (label, freq) in enumerate(FREQS.items()):
-        (data / label).mkdir(parents=True)
-        for r in range(4):
-            sf.write(data / label / f"r{r}.wav", tone(SR, 1.0, freq * (1 + 0.02 * r), 10 * s + r), SR)
-    params = copy.deepcopy(yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8")))
-    params["data"].update({"source": "folder", "path": str(data)})
-    params["features"].update(sample_rate=SR, clip_seconds=1.0, train_hop_seconds=0.5, **features)
-    validate(params)
-    prepare(params, base / "prepared")
-    featurize(base / "prepared" / "manifest.csv", base / "features", FeatureConfig(**params["features"]))
-    config = TrainConfig(epochs=epochs, warmup_epochs=0, device="cpu", precision="fp32")
-    trained = train_model(base / "features", "AudioCNN", None, config, log=None)
-    save_model(base / "model", trained.network, trained.card)
-    return base / "model"
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from test_predict import FREQS, SR, _train_tiny_model, tone
 
 from speciesclf import progress as progress_module
 from speciesclf.features.mfcc import FeatureConfig
@@ -24,6 +23,7 @@ from speciesclf.features.store import featurize
 from speciesclf.models.cnn import AudioCNN
 from speciesclf.progress import progress
 from speciesclf.training.trainer import TrainConfig, Trainer
+from tiny import FREQS, SR, _train_tiny_model, tone
 
 # "featurize train: 100%|#####| 12/12 [00:02<00:00,  4.99 recording/s]": count, elapsed, time left and rate
 LINE = r"{}: +(\d+)%\|[# 0-9]*\| (\d+)/(\d+) \[\d\d:\d\d<(?:\d\d:\d\d|\?), +[\d.?]+ {}/s\]"

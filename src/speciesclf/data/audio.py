@@ -30,6 +30,7 @@ __all__ = [
     "resampled_length",
     "stream_mono",
     "stream_windows",
+    "truncation",
     "window_starts",
     "windows",
 ]
@@ -184,19 +185,55 @@ def stream_mono(
     if info.samplerate != sample_rate:
         stream = soxr.ResampleStream(info.samplerate, sample_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY)
     with sf.SoundFile(path) as f:
-        last = False
+        last, damage = False, None
         while not last:
+            start = f.tell()  # frames decoded so far
             try:
                 block = f.read(block_frames, dtype="float32", always_2d=True)
             except _DECODE_ERRORS as exc:
-                raise AudioError(path, "unreadable", _first_line(exc)) from None
-            last = len(block) < block_frames
+                block, damage = _salvage(f, start, block_frames), _first_line(exc)
+            last = damage is not None or len(block) < block_frames
             level.add(path, block)
             mono = np.ascontiguousarray(block.mean(axis=1), dtype=np.float32)
             out = mono if stream is None else stream.resample_chunk(mono, last=last)
             if len(out):
                 yield out
+        if damage is not None:  # what decoded before the damage has been given; then the reason
+            raise AudioError(path, "unreadable", f"{damage} after {(start + len(block)) / info.samplerate:.3f} s")
     level.check(path)
+
+
+SALVAGE_FRAMES = 4096  # how finely a damaged block is re-read to keep what decodes before the damage
+
+
+def _salvage(f: sf.SoundFile, start: int, block_frames: int) -> np.ndarray:
+    """The frames of a block that decode before its damage (a FLAC cut midway loses sync somewhere inside a block):
+    re-read from the block's start in small pieces until one fails."""
+    f.seek(start)
+    pieces: list[np.ndarray] = []
+    while sum(len(p) for p in pieces) < block_frames:
+        try:
+            pieces.append(f.read(min(SALVAGE_FRAMES, block_frames - sum(len(p) for p in pieces)), dtype="float32",
+                                 always_2d=True))  # fmt: skip
+        except _DECODE_ERRORS:  # the damage: libsndfile cannot even seek now, and nothing more is read
+            break
+        if len(pieces[-1]) == 0:
+            break
+    return np.concatenate(pieces) if pieces else np.zeros((0, f.channels), np.float32)
+
+
+def truncation(path: str | os.PathLike[str]) -> str | None:
+    """Why a file that decodes is shorter than its header says (a recorder's battery ran out, a copy was cut), or
+    None. libsndfile reads such a WAV up to where its data ends and notes the sizes its header should have held
+    (``data : N (should be M)``) in its log; that note is the evidence."""
+    try:
+        log = sf.info(path).extra_info
+    except (sf.LibsndfileError, RuntimeError):
+        return None
+    for line in log.splitlines():
+        if line.startswith("data") and "(should be" in line:
+            return f"truncated: the header declares more audio than the file holds ({line.strip()})"
+    return None
 
 
 def fit_length(wave: np.ndarray, n: int) -> np.ndarray:

@@ -13,8 +13,12 @@ The work of the ``select`` stage, given a prepared collection (its manifest) and
    macro-F1. The candidate with the best mean over the folds of ``choose_by`` is chosen (the first listed on a tie).
 4. The chosen candidate's models are trained again on all train + validation recordings and written as one model
    directory (an ensemble's members under ``members/``, see :mod:`speciesclf.models.saved`). Test is then scored
-   once, through :class:`speciesclf.predict.Predictor`, the code ``speciesclf predict`` runs, so that predict on
+   once, through :class:`speciesclf.predictor.Predictor`, the code ``speciesclf predict`` runs, so that predict on
    the test recordings gives exactly the reported scores.
+
+The chosen model's per-species detection thresholds (:mod:`speciesclf.thresholds`) are fitted on its out-of-fold
+window scores from step 2 (windows of recordings no model of that fold learnt from) and go into its ``model.json``;
+an average of candidates that cut different windows gets none (``predict`` then applies one global threshold).
 """
 
 from __future__ import annotations
@@ -36,9 +40,10 @@ from speciesclf.features.birdnet import BirdNETError, pretrained
 from speciesclf.features.mfcc import FeatureConfig, Standardizer
 from speciesclf.features.store import recording_features
 from speciesclf.models.saved import save_ensemble, save_model
-from speciesclf.predict import Predictor
+from speciesclf.predictor import Predictor
 from speciesclf.selection.folds import recording_folds
 from speciesclf.selection.recipe import Candidate, Recipe, RecipeError
+from speciesclf.thresholds import fit_thresholds
 from speciesclf.training.augment import AugmentConfig, WindowChain
 from speciesclf.training.train import StoreFacts, Windows, train_hop_frames, train_windows
 from speciesclf.training.trainer import TrainConfig
@@ -78,9 +83,15 @@ class _Features:
 
 
 def select(
-    manifest: Path, recipe: Recipe, rare_threshold: int, out_dir: Path, log: Callable[[str], None] = print
+    manifest: Path,
+    recipe: Recipe,
+    rare_threshold: int,
+    out_dir: Path,
+    log: Callable[[str], None] = print,
+    thresholds: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Cross-validate the recipe's candidates, write the chosen model to ``out_dir``; returns the metrics.
+    ``thresholds``: :func:`speciesclf.thresholds.fit_thresholds`' keywords (none fitted without).
 
     With ``repeats: n`` in the recipe the whole selection runs n times on the same features, repeat r with the
     folds shuffled by ``seed + r`` and every model seed moved by ``1000 * r``; the first repeat's model is the one
@@ -96,7 +107,9 @@ def select(
         with contextlib.ExitStack() as stack:
             where = out_dir if r == 0 else Path(stack.enter_context(tempfile.TemporaryDirectory()))
             moved = {n: replace(c, seeds=tuple(s + 1000 * r for s in c.seeds)) for n, c in candidates.items()}
-            run = _select_once(pool, test, folds[r], species, moved, features, recipe, rare_threshold, where, log)
+            run = _select_once(
+                pool, test, folds[r], species, moved, features, recipe, (rare_threshold, thresholds), where, log
+            )
             runs.append({"seed": recipe.seed + r, **run})
     metrics = {
         "recipe": recipe.path.as_posix(),
@@ -131,13 +144,14 @@ def _select_once(
     candidates: dict[str, Candidate],
     features: dict[str, _Features],
     recipe: Recipe,
-    rare_threshold: int,
+    rules: tuple[int, dict[str, Any] | None],
     out_dir: Path,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
     """One selection on given folds: cross-validation, the choice, the chosen model trained on the pool and written,
-    then test."""
-    probs = _cross_validate(pool, folds, candidates, features, recipe, species, log)
+    then test. ``rules``: the rare-species threshold of the scores and the detection thresholds' keywords."""
+    rare_threshold, threshold_rule = rules
+    probs, windows = _cross_validate(pool, folds, candidates, features, recipe, species, log)
     groups = {name: (name,) for name in candidates}
     groups |= {" + ".join(a): a for a in recipe.averages if all(n in candidates for n in a)}
     table = {
@@ -146,8 +160,13 @@ def _select_once(
     chosen = max(table, key=lambda name: table[name]["mean"][recipe.choose_by])
     log(f"select: chose {chosen} (cross-validated {recipe.choose_by} {table[chosen]['mean'][recipe.choose_by]:.3f})")
     members = {n: candidates[n] for n in groups[chosen]}
-    train_counts = _write_model(out_dir, pool, species, members, features, recipe, log)
-    scores = _score_test(out_dir, test, train_counts, rare_threshold)["scores"]
+    fitted = None
+    if threshold_rule is not None and len({_grid(features[n].config) for n in members}) == 1:
+        fitted = _fit_thresholds(
+            pool, windows, [(n, s) for n in members for s in candidates[n].seeds], species, threshold_rule
+        )
+    train_counts = _write_model(out_dir, pool, species, members, features, recipe, log, fitted)
+    scores = _score_test(out_dir, test, train_counts, rare_threshold)
     log(f"select: test {', '.join(f'{k} {scores[k]:.3f}' for k in SCORES)}")
     return {"candidates": table, "chosen": chosen, "cross_validated": table[chosen]["mean"], "test": scores}
 
@@ -196,17 +215,39 @@ def _cross_validate(
     recipe: Recipe,
     species: list[str],
     log: Callable[[str], None],
-) -> dict[tuple[str, int], np.ndarray]:
-    """(candidate, seed) → out-of-fold probabilities ``(recordings, species)`` of every pool recording."""
+) -> tuple[dict[tuple[str, int], np.ndarray], dict[tuple[str, int], list[np.ndarray]]]:
+    """(candidate, seed) → out-of-fold probabilities ``(recordings, species)`` of every pool recording, and
+    (candidate, seed) → each pool recording's out-of-fold window probabilities ``(windows, species)``."""
     probs = {(n, s): np.zeros((len(pool.ids), len(species))) for n, c in candidates.items() for s in c.seeds}
+    windows: dict[tuple[str, int], list[np.ndarray]] = {m: [np.empty(0)] * len(pool.ids) for m in probs}
     for fold in range(recipe.folds):
         held_out = np.flatnonzero(folds == fold)
         for name, c in candidates.items():
             for seed in c.seeds:
                 log(f"select: fold {fold + 1}/{recipe.folds}, {name}, seed {seed}")
                 network, norm, _ = _train(c, seed, features[name], folds != fold, pool.y, species, recipe)
-                probs[name, seed][held_out] = _recording_proba(network, norm, features[name], held_out)
-    return probs
+                for r in held_out:
+                    windows[name, seed][r] = _window_proba(network, norm, features[name], r)
+                    probs[name, seed][r] = windows[name, seed][r].mean(axis=0)
+    return probs, windows
+
+
+def _grid(config: FeatureConfig) -> tuple[int, int]:
+    """How a feature setting cuts a recording into scored windows: the read rate and the clip, in samples."""
+    return config.read_rate, config.clip_samples
+
+
+def _fit_thresholds(
+    pool: Pool,
+    windows: dict[tuple[str, int], list[np.ndarray]],
+    models: list[tuple[str, int]],
+    species: list[str],
+    rule: dict[str, Any],
+) -> dict[str, Any]:
+    """Detection thresholds of the mean of ``models`` (one window grid), fitted on their out-of-fold windows."""
+    proba = np.concatenate([np.mean([windows[m][r] for m in models], axis=0) for r in range(len(pool.ids))])
+    y = np.concatenate([np.full(len(windows[models[0]][r]), pool.y[r]) for r in range(len(pool.ids))])
+    return fit_thresholds(proba, y, species, **rule, fitted_on="out-of-fold windows")
 
 
 def _train(
@@ -238,16 +279,11 @@ def _pretrained(feats: _Features) -> dict[str, Any] | None:
 
 
 @torch.no_grad()
-def _recording_proba(
-    network: torch.nn.Module, norm: Standardizer, feats: _Features, recordings: np.ndarray
-) -> np.ndarray:
-    """Mean window probabilities of each of ``recordings`` (pool indices), from its scored windows."""
-    out = []
-    for r in recordings:
-        x = np.concatenate([feats.scored[i] for i in np.flatnonzero(feats.recording == r)])
-        logits = torch.cat([network(torch.from_numpy(norm(x[i : i + 256]))) for i in range(0, len(x), 256)])
-        out.append(torch.softmax(logits.double(), dim=1).numpy().mean(axis=0))
-    return np.stack(out)
+def _window_proba(network: torch.nn.Module, norm: Standardizer, feats: _Features, recording: int) -> np.ndarray:
+    """``(windows, species)`` probabilities of one pool recording's scored windows."""
+    x = np.concatenate([feats.scored[i] for i in np.flatnonzero(feats.recording == recording)])
+    logits = torch.cat([network(torch.from_numpy(norm(x[i : i + 256]))) for i in range(0, len(x), 256)])
+    return torch.softmax(logits.double(), dim=1).numpy()
 
 
 def _fold_scores(
@@ -285,9 +321,11 @@ def _write_model(
     features: dict[str, _Features],
     recipe: Recipe,
     log: Callable[[str], None],
+    thresholds: dict[str, Any] | None,
 ) -> list[int]:
-    """Train the chosen candidates' models on every pool recording and write them as one model directory; returns
-    the training windows per species (of the first member: the rare-species rule of the test scores)."""
+    """Train the chosen candidates' models on every pool recording and write them as one model directory (with
+    ``thresholds``, if any, in its card); returns the training windows per species (of the first member: the
+    rare-species rule of the test scores)."""
     everything = np.ones(len(pool.ids), dtype=bool)
     trained = {}
     for name, c in members.items():
@@ -296,11 +334,13 @@ def _write_model(
             network, _, card = _train(c, seed, features[name], everything, pool.y, species, recipe)
             trained[f"{name}_seed{seed}"] = (network, card)
     first = next(iter(trained.values()))[1]
+    fitted = {"thresholds": thresholds} if thresholds is not None else {}
     if len(trained) == 1:
-        save_model(out_dir, *next(iter(trained.values())))
+        network, card = next(iter(trained.values()))
+        save_model(out_dir, network, {**card, **fitted})
     else:
         card = {"model": "ensemble", "recipe": recipe.path.as_posix(), "candidates": list(members)}
-        save_ensemble(out_dir, trained, {**card, "train_counts": first["train_counts"]})
+        save_ensemble(out_dir, trained, {**card, "train_counts": first["train_counts"], **fitted})
     return first["train_counts"]
 
 
@@ -315,4 +355,4 @@ def _score_test(model_dir: Path, test: Pool, train_counts: list[int], rare_thres
         proba.append(np.mean([p.mean(axis=0) for p in per_member], axis=0))
     m = classification_metrics(test.y, np.stack(proba), train_counts, rare_threshold)
     keys = ("accuracy", "f1_macro", "balanced_accuracy", "f1_rare", "n_test")
-    return {"y": test.y, "scores": {("n_recordings" if k == "n_test" else k): m[k] for k in keys}}
+    return {("n_recordings" if k == "n_test" else k): m[k] for k in keys}

@@ -6,7 +6,7 @@ import functools
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from speciesclf.features.store import PRETRAINED, load_split, window_positions
 from speciesclf.files import read_json
 from speciesclf.models.cnn import build_model
 from speciesclf.models.losses import BalancedSoftmaxLoss, ClassWeightedCrossEntropy, FocalLoss, LogitAdjustedLoss
+from speciesclf.thresholds import fit_thresholds
 from speciesclf.training import distributed
 from speciesclf.training.augment import AugmentConfig, DecibelScale, WindowChain
 from speciesclf.training.checkpoint import TrainingState, code_files, fingerprint
@@ -33,6 +34,7 @@ __all__ = [
     "train_hop_frames",
     "train_model",
     "train_windows",
+    "window_proba",
 ]
 
 
@@ -120,14 +122,16 @@ def train_model(
     state_dir: str | os.PathLike[str] | None = None,
     code: Sequence[str | os.PathLike[str]] = (),
     augment: AugmentConfig | None = None,
+    thresholds: dict[str, Any] | None = None,
 ) -> TrainedRun:
     """Train ``model_name`` on the training split, early-stopped on the validation split.
 
     With ``state_dir`` the run saves its state there after each epoch and resumes from it (see
     :mod:`speciesclf.training.checkpoint`); ``code`` names source files beyond this package (the stage script)
     whose change must invalidate it. ``augment`` transforms each training batch (none by default; a run with it
-    records it in its card). Under DDP (:mod:`speciesclf.training.distributed`) every rank calls this and
-    trains in step.
+    records it in its card). ``thresholds`` (:func:`speciesclf.thresholds.fit_thresholds`' keywords): per-species
+    detection thresholds fitted on the validation windows go into the card. Under DDP
+    (:mod:`speciesclf.training.distributed`) every rank calls this and trains in step.
     """
     features_dir = Path(features_dir)
     facts = StoreFacts.read(features_dir)
@@ -135,7 +139,7 @@ def train_model(
     x_val, y_val, _ = load_split(features_dir, "val")
     chain = _window_chain(features_dir) if augment is not None and augment.random_crop else None
     fingerprint_of = functools.partial(_fingerprint, features_dir=features_dir, code=code)
-    return train_windows(
+    run = train_windows(
         Windows(x_train, y_train, chain),
         Windows(x_val, y_val),
         facts,
@@ -147,6 +151,20 @@ def train_model(
         state=(state_dir, fingerprint_of) if state_dir is not None else None,
         augment=augment,
     )
+    if thresholds is None:
+        return run
+    fitted = fit_thresholds(window_proba(run.network, x_val), y_val, facts.species, **thresholds)
+    return replace(run, card={**run.card, "thresholds": fitted})
+
+
+@torch.no_grad()
+def window_proba(network: nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """``(windows, species)`` softmax probabilities (float64) of standardised window features, in fp32 on the
+    network's device, the network left in eval mode."""
+    network.eval()
+    device = next(network.parameters()).device
+    logits = [network(torch.as_tensor(x[i : i + batch_size]).to(device)).cpu() for i in range(0, len(x), batch_size)]
+    return torch.softmax(torch.cat(logits).double(), dim=1).numpy()
 
 
 def train_windows(

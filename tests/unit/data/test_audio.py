@@ -21,6 +21,7 @@ from speciesclf.data.audio import (
     resampled_length,
     stream_mono,
     stream_windows,
+    truncation,
     window_starts,
     windows,
 )
@@ -111,6 +112,33 @@ def test_truncated_flac_is_unreadable(tmp_path: Path) -> None:
     with pytest.raises(AudioError) as exc:
         load_audio(path)
     assert exc.value.reason == "unreadable"
+
+
+@pytest.mark.parametrize("rate", [16000, 44100])
+def test_a_stream_gives_what_decodes_before_the_damage_then_the_reason(tmp_path: Path, rate: int) -> None:
+    whole = _tone(16000, 20.0)
+    path = tmp_path / "cut.flac"
+    sf.write(path, whole, 16000, subtype="PCM_16")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    blocks = []
+    with pytest.raises(AudioError) as exc:
+        for block in stream_mono(path, rate, block_frames=1 << 17):  # the damage lies inside the first block
+            blocks.append(block)
+    assert exc.value.reason == "unreadable" and " after " in exc.value.detail
+    seconds = float(exc.value.detail.rsplit(" after ", 1)[1].removesuffix(" s"))
+    decoded = np.concatenate(blocks)
+    assert 5.0 < seconds < 10.5 and abs(len(decoded) / rate - seconds) < 0.01  # about half of 20 s, all given
+    if rate == 16000:  # what decoded is the recording's own start, sample for sample (16-bit steps)
+        np.testing.assert_allclose(decoded, whole[: len(decoded)], atol=1 / 32767)
+
+
+def test_a_wav_shorter_than_its_header_says_is_named_truncated(tmp_path: Path) -> None:
+    path = tmp_path / "cut.wav"
+    sf.write(path, _tone(16000, 4.0), 16000, subtype="PCM_16")
+    assert truncation(path) is None
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert truncation(path).startswith("truncated: the header declares more audio than the file holds (data :")
+    assert 1.9 < len(load_mono(path, 16000)) / 16000 < 2.1  # libsndfile reads it up to where the data ends
 
 
 def test_missing_file(tmp_path: Path) -> None:
