@@ -47,6 +47,7 @@ def tiny_params(params: dict) -> dict:
     params["features"].update(clip_seconds=1.0, train_hop_seconds=1.0)
     params["train"].update(epochs=2, warmup_epochs=1, patience=2)
     params["augment"].update(random_crop=True, freq_mask=4, time_mask=10, time_shift=10, mixup_alpha=0.4)  # wired
+    params["soundscapes"].update(recordings=4, seconds=30.0, hop_seconds=0.5, collar_seconds=1.0)
     return params
 
 
@@ -97,6 +98,14 @@ def test_repro_writes_every_metric_plot_and_report(repo: Path) -> None:
     }
     resources = json.loads((repo / "metrics/phase2b.json").read_text())["resources"]
     assert resources["model"] == "AudioCNNv2" and resources["parameters"] > 4_000_000 and resources["device"] == "cpu"
+    for run in RUNS:  # every trained model ships its detection thresholds, fitted on validation
+        card = json.loads((repo / f"models/{run}/model.json").read_text())
+        assert set(card["thresholds"]["species"]) == set(card["species"]), run
+    detection = json.loads((repo / "metrics/detection.json").read_text())
+    assert detection["soundscapes"] == {"tune": 2, "held_out": 2} and detection["model"] == "models/phase2b"
+    assert {"fitted", "tuned_global", "oracle_global"} <= set(detection)
+    assert (repo / "metrics/detection/curve.csv").read_text().startswith("threshold,macro_precision")
+    assert "# Detection in soundscapes" in (repo / "reports/detection.md").read_text()
     report = (repo / "reports/results.md").read_text()
     for heading in ("All models", "γ sensitivity", "Phase 3 over 1 seed", "Ensemble", "rarest species", "Go / no-go"):
         assert heading in report
@@ -114,7 +123,7 @@ def test_exp_run_gamma_reruns_exactly_the_dependent_stages(repo: Path) -> None:
     r = sh(repo, "dvc", "exp", "run", "-S", "loss.gamma=1.0")
     ran = ran_stages(r.stdout)
     phase2 = {"train_phase2a", "train_phase2b", "evaluate@phase2a", "evaluate@phase2b"}
-    assert ran == phase2 | {"ensemble", "report"}  # phase2b is a member of the ensemble
+    assert ran == phase2 | {"ensemble", "report", "detection"}  # phase2b: an ensemble member, and the detector
     after = _lock(repo)
     changed = {name for name in before if before[name] != after[name]}
     assert changed <= ran and {"train_phase2a", "train_phase2b"} <= changed

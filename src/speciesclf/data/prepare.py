@@ -30,9 +30,7 @@ def _collect(params: dict[str, Any], out: Path) -> tuple[list[Clip], Path, list[
     if data["source"] == "synthetic":
         from speciesclf.data.synth import SynthConfig, generate  # only the synthetic source needs the generator
 
-        s = params["synthetic"]
-        cfg = SynthConfig(**{**s, "snr_db": tuple(s["snr_db"])}, seed=params["seed"])
-        return read_manifest(generate(cfg, out)), out, []
+        return read_manifest(generate(SynthConfig.from_params(params), out)), out, []
     if data["source"] == "folder":
         base = Path(data["path"])
         clips, unlabelled = collect_folder(base)

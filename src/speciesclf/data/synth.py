@@ -94,6 +94,12 @@ class SynthConfig:
         if round(self.clip_seconds * self.sample_rate) < 256:
             raise ValueError(f"SynthConfig.clip_seconds too short for a clip, got {self.clip_seconds!r}")
 
+    @classmethod
+    def from_params(cls, params: dict) -> SynthConfig:
+        """The config of params.yaml's ``synthetic`` section, seeded by its ``seed``."""
+        s = params["synthetic"]
+        return cls(**{**s, "snr_db": tuple(s["snr_db"])}, seed=params["seed"])
+
 
 @dataclass(frozen=True)
 class Species:
