@@ -67,3 +67,23 @@ def test_the_insectset32_table_quotes_the_study() -> None:
         f"{_f(mean['accuracy'])} ± {_f(sd['accuracy'])}",
         f"{_f(mean['f1_macro'])} ± {_f(sd['f1_macro'])}",
     ]
+
+
+def test_the_detection_paragraph_quotes_metrics_detection() -> None:
+    m = json.loads((ROOT / "metrics" / "detection.json").read_text())
+    n = m["soundscapes"]
+    assert (
+        f"over {n['held_out']} held-out synthetic soundscapes ({m['held_out_seconds']:g} s, {m['held_out_bouts']}"
+        in README
+    )
+    said = re.search(r"reach a macro event-F1 of ([\d.]+) against ([\d.]+) for one\nglobal threshold tuned on (\d+) "
+                     r"other soundscapes \(([\d.]+) for", README)  # fmt: skip
+    assert said and said.groups() == (
+        _f(m["fitted"]["macro"]["f_measure"]),
+        _f(m["tuned_global"]["macro"]["f_measure"]),
+        str(n["tune"]),
+        _f(m["oracle_global"]["macro"]["f_measure"]),
+    )
+    spread = m["fitted_minus_tuned_per_soundscape"]
+    assert f"the difference is {spread['mean']:.3f} ± {spread['sd']:.3f}" in README
+    assert f"for only {m['species_fitted']} of the {m['species']} species" in README
