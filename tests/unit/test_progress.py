@@ -66,7 +66,11 @@ def test_predict_shows_progress_in_a_log_and_a_bar_on_a_terminal(tmp_path: Path)
     logged = _predict(model, folder, subprocess.PIPE, env)
     assert logged.returncode == quiet.returncode == 0 and logged.stdout == quiet.stdout  # the CSV is the same
     skipped = f"skipped {folder / 'bad.wav'}: not_audio: Error opening '{folder / 'bad.wav'}': Format not recognised."
-    assert quiet.stderr.splitlines() == [skipped, "predicted 4 recording(s), skipped 1"]  # short work: no progress
+    lines = quiet.stderr.splitlines()  # short work: no progress; the CSV on stdout, its provenance on stderr
+    assert lines[0] == skipped and lines[2] == "predicted 4 recording(s), skipped 1" and len(lines) == 3
+    assert re.fullmatch(
+        rf"model {re.escape(str(model))} \(model.json sha256 [0-9a-f]{{12}}\), speciesclf \S+", lines[1]
+    )
     assert "\r" not in logged.stderr
     bars = [line for line in logged.stderr.splitlines() if line.startswith("predict:")]
     assert re.fullmatch(LINE.format("predict", "file"), bars[-1]) and "| 5/5 [" in bars[-1]
