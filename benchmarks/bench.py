@@ -8,6 +8,8 @@
   pass by pass, each ratio the median of the per-round ratios;
 - augment: a training step with every augmentation on against one without;
 - birdnet (the optional extra): BirdNET embeddings, windows/s of the front end against the bare LiteRT interpreter;
+- predict.<model>, predict_memory: `speciesclf predict` on an hour of audio against its ceiling, and its peak
+  memory on 1 and 4 hours (benchmarks/bench_predict.py);
 - pipeline_seconds: the full default pipeline from an empty cache, `dvc repro` in a fresh clone of this commit;
   dvc_noop_seconds: `dvc repro` again there, with everything up to date (--no-pipeline: the no-op in this checkout).
 
@@ -34,6 +36,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from bench_predict import MODELS, bench_predict, bench_predict_memory
 from speciesclf.features.mfcc import FeatureConfig
 from speciesclf.features.store import featurize
 from speciesclf.files import write_json
@@ -42,6 +45,7 @@ from speciesclf.training.augment import AugmentConfig, Augmenter, Batch, Decibel
 from speciesclf.training.trainer import EpochStats, TrainConfig, Trainer, resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
+PREDICT_KEYS = (*(f"predict.{m}" for m in MODELS), "predict_memory")
 
 
 def machine() -> dict[str, object]:
@@ -349,7 +353,7 @@ def bench_dvc(pipeline: bool) -> dict[str, object]:
     this checkout is up to date.
     """
     if not pipeline:
-        if _dvc("status", "--json", cwd=ROOT).stdout.strip() not in ("{}", ""):
+        if _dvc("status", "--json", "dvc.yaml", cwd=ROOT).stdout.strip() not in ("{}", ""):  # not the studies
             print("bench: this checkout is not up to date (run `make repro`); dvc_noop_seconds skipped")
             return {}
         return {"dvc_noop_seconds": _timed_repro(ROOT)[0]}
@@ -364,6 +368,7 @@ def bench_dvc(pipeline: bool) -> dict[str, object]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-pipeline", action="store_true", help="skip the full-pipeline timing")
+    parser.add_argument("--no-predict", action="store_true", help="skip predict's real-time factors and memory")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"))
     args = parser.parse_args()
     results: dict[str, object] = {"machine": machine()}
@@ -372,10 +377,16 @@ def main() -> int:
     results["train.AudioCNNv2"] = bench_train("AudioCNNv2", n=256)
     results["augment"] = bench_augment()
     results["birdnet"] = bench_birdnet()
+    if not args.no_predict:
+        with tempfile.TemporaryDirectory() as work:  # hours of audio: GBs on disk, removed after
+            results.update(bench_predict(Path(work)))
+            results["predict_memory"] = bench_predict_memory(Path(work))
     results.update(bench_dvc(pipeline=not args.no_pipeline))
     write_json(args.out, results)
     print(f"machine: {results['machine']}")
-    for key in ("featurize", "train.AudioCNN", "train.AudioCNNv2", "augment", "birdnet"):
+    for key in ("featurize", "train.AudioCNN", "train.AudioCNNv2", "augment", "birdnet", *PREDICT_KEYS):
+        if key not in results:
+            continue
         print(
             f"{key:18s} "
             + "  ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in results[key].items())
