@@ -219,7 +219,7 @@ def _table(out: str | None) -> Iterator[Callable[[Iterable[Sequence[Any]]], None
     if out is None:
         yield csv.writer(sys.stdout, lineterminator="\n").writerows
         return
-    target = Path(os.path.realpath(out)) if Path(out).is_symlink() else Path(out)
+    target, _ = _place(out, "csv")
     with contextlib.ExitStack() as stack:
         try:
             f = stack.enter_context(open(stack.enter_context(atomic_path(target)), "w", newline="", encoding="utf-8"))
@@ -310,8 +310,7 @@ def _run(
 def _detect(args: argparse.Namespace) -> tuple[int, int]:
     """Raven or Audacity tables: one per recording into a folder (``--out`` an existing folder or ending in
     ``/``), or one file; the place is checked before any work."""
-    folder = args.out.endswith(os.sep) or Path(args.out).is_dir()
-    target = Path(os.path.realpath(args.out)) if Path(args.out).is_symlink() else Path(args.out)
+    target, folder = _place(args.out, args.format)
     _check_writable(target if folder else target.parent, args.out)
     predictor = _load(args.model_dir, args.hop)
     files, _ = _expand(args.inputs)
@@ -338,6 +337,13 @@ def _detect(args: argparse.Namespace) -> tuple[int, int]:
     return counts
 
 
+def _place(out: str, fmt: str) -> tuple[Path, bool]:
+    """Where ``--out`` writes, and whether it is a folder of tables (Raven or Audacity: an existing folder, or a
+    name ending in ``/``). A symbolic link is written through, to the file it names, so that it stays a link."""
+    folder = fmt != "csv" and (out.endswith(os.sep) or Path(out).is_dir())
+    return (Path(os.path.realpath(out)) if Path(out).is_symlink() else Path(out)), folder
+
+
 def _beside(target: Path, folder: bool, name: str) -> Path:
     """Where a file that goes with the output lies: in the output folder, or beside the output file, its stem first
     (``detections.txt`` → ``detections.summary.csv``)."""
@@ -354,8 +360,7 @@ def _record(args: argparse.Namespace, predictor: Predictor, thresholds: dict[str
             file=sys.stderr,
         )
         return
-    folder = args.format != "csv" and (args.out.endswith(os.sep) or Path(args.out).is_dir())
-    target = Path(os.path.realpath(args.out))
+    target, folder = _place(args.out, args.format)
     write_json(_beside(target, folder, "provenance.json"), facts)
 
 
