@@ -66,6 +66,7 @@ def main() -> int:
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # this venv's dvc
     committed_seed = yaml.safe_load((root / "params.yaml").read_text())["seed"]
     runs = {committed_seed: {f: numbers(json.loads((root / f).read_text())) for f in metric_files(root)}}
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     scratch = Path(tempfile.mkdtemp(prefix="spread-"))
     worktree = scratch / "tree"
     subprocess.run(["git", "worktree", "add", "-q", "--detach", str(worktree), "HEAD"], check=True)
@@ -84,7 +85,7 @@ def main() -> int:
     out = {
         "seeds": list(runs),
         "machine": f"{platform.machine()} {_cpu_model()}",
-        "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        "commit": commit,
         "values": values,
     }
     args.out.write_text(json.dumps(out, indent=1) + "\n")
