@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import shutil
 import signal
@@ -357,7 +358,11 @@ def test_ctrl_c_is_interrupted_130_and_leaves_nothing(
 ) -> None:
     out = tmp_path / "o.csv"
     cmd = [sys.executable, "-m", "speciesclf.predict", str(model_dir), str(long_recordings[40]), "--out", str(out)]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell's background job (CI's, say) inherits SIGINT ignored, and Python then keeps it ignored
+    reset = functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=reset
+    )
     deadline = time.monotonic() + 60
     while not list(tmp_path.glob(".o.csv.*.tmp")) and time.monotonic() < deadline:
         time.sleep(0.05)
