@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import precision_recall_curve
 
 __all__ = ["RULES", "ThresholdsError", "fit_thresholds", "read_thresholds", "rule_of", "threshold_array"]
 
@@ -50,6 +49,10 @@ def _fit_one(positive: np.ndarray, scores: np.ndarray, rule: str, target_precisi
     """One threshold for ``scores`` against the boolean ``positive``; None where the rule reaches nothing."""
     if not positive.any():
         return None
+    # imported here, not at the top: predict reads thresholds but never fits them, and scikit-learn's import
+    # (with SciPy) is about 110 MB of its peak memory
+    from sklearn.metrics import precision_recall_curve
+
     precision, recall, cuts = precision_recall_curve(positive, scores)
     precision, recall = precision[:-1], recall[:-1]  # the last point (recall 0) has no threshold
     if rule == "f1":

@@ -130,6 +130,15 @@ def test_bad_files_get_one_skipped_row_and_a_line_on_stderr(predicted: Predicted
     assert set(rows) == set(GOOD) | set(BAD)  # nothing else listed, nothing lost
 
 
+def test_predict_leaves_scikit_learn_unimported() -> None:
+    """predict reads thresholds and never fits them: scikit-learn and SciPy would be ~110 MB of its peak memory."""
+    code = (
+        "import sys, speciesclf.predict; print(sorted({'sklearn', 'scipy'} & {m.split('.')[0] for m in sys.modules}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_help_explains_the_arguments(tmp_path: Path) -> None:
     r = run_cli("--help", cwd=tmp_path)
     assert r.returncode == 0
