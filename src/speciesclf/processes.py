@@ -66,6 +66,9 @@ def raise_on_signals() -> None:
     """From now on SIGTERM raises :class:`Terminated` and SIGINT ``KeyboardInterrupt`` in the main thread, once
     each run (later signals wait for the clean-up), and never into a finaliser that would swallow them."""
     signal.signal(signal.SIGTERM, _raise_for_signal)
+    # over a file-size limit (ulimit -f) a write then fails with EFBIG, an OSError naming the file, instead of
+    # SIGXFSZ killing the stage with a core dump and its temporary output left behind
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # a background job ignores Ctrl-C: keep it so
         signal.signal(signal.SIGINT, _raise_for_signal)
     sys.unraisablehook = _redeliver_swallowed

@@ -7,8 +7,10 @@ epoch), no temporary output is left, and every output equals that of an uninterr
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import resource
 import selectors
 import shutil
 import signal
@@ -169,6 +171,46 @@ def test_a_killed_featurize_leaves_no_worker_and_no_temporary_folder(repo: Path,
     assert _temps(tmp_path) == []
     for f in sorted((tmp_path / "reference").iterdir()):
         assert (tmp_path / "features" / f.name).read_bytes() == f.read_bytes(), f.name
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_featurize_workers_busy_in_a_long_call_are_killed_not_waited_for(repo: Path, tmp_path: Path, sig: int) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    # 4501 windows per 1 s recording, about a second each, four recordings a task: a worker asked to stop would
+    # finish its task first, seconds after the signal
+    params["features"].update(clip_seconds=0.1, train_hop_seconds=0.0002, n_fft=256)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    cmd = [sys.executable, str(repo / "stages/featurize.py"), str(repo / "data/prepared"), "features"]
+    proc = _start(tmp_path, cmd)
+    stage = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 60
+    while len(workers := stage.children()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(workers) == 2, "featurize started no worker processes"
+    time.sleep(1.0)  # both inside their first task
+    assert all(w.cpu_percent(interval=0.2) > 20 for w in workers), "the workers were not busy"
+    signalled = time.monotonic()
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    ended = time.monotonic() - signalled
+    assert (proc.returncode, stderr) == (EXIT[sig], STDERR[sig])
+    assert not psutil.wait_procs(workers, timeout=1)[1], "workers outlived their stage"
+    assert ended < 1.0, f"the stage waited {ended:.1f} s for its workers"
+    assert _temps(tmp_path) == [] and not (tmp_path / "features").exists()
+
+
+def test_a_file_size_limit_while_saving_the_training_state_is_one_line_and_leaves_no_folder(
+    repo: Path, tmp_path: Path
+) -> None:
+    shutil.copy(repo / "params.yaml", tmp_path / "params.yaml")
+    limit = functools.partial(resource.setrlimit, resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
+    cmd = [sys.executable, str(repo / "stages/train.py"), "baseline", str(repo / "data/features"), "model", "curves"]
+    out = subprocess.run(
+        [*cmd, "--state", "checkpoints/baseline"], cwd=tmp_path, env=env(), capture_output=True, text=True,
+        preexec_fn=limit, timeout=300,
+    )  # fmt: skip
+    assert (out.returncode, out.stderr) == (2, "error: checkpoints/baseline/state.pt: File too large\n")
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "model").exists()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)

@@ -79,8 +79,13 @@ def _map_recordings(jobs: Sequence[tuple[Path, int]], config: FeatureConfig, wor
         yield from pool.map(_recording_windows, paths, [config] * len(jobs), hops, chunksize=4)
     except BrokenProcessPool as exc:
         raise ChildProcessError("a featurize worker process died (killed, or out of memory)") from exc
+    except BaseException:
+        # an error, Ctrl-C or SIGTERM: a worker inside a long native call (resampling a long recording) would not
+        # look at a request to stop until the call returns, minutes later: kill it; its result is not wanted
+        for worker in list(pool._processes.values()):  # the executor has no public way to kill
+            worker.kill()
+        raise
     finally:
-        # on an error, Ctrl-C or SIGTERM: drop the queued recordings, let the few in progress finish, join workers
         pool.shutdown(wait=True, cancel_futures=True)
 
 

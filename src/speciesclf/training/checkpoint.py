@@ -13,6 +13,7 @@ params, device), the feature files and the code. Anything else found there is di
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -70,10 +71,21 @@ class TrainingState:
         return state
 
     def save(self, state: dict[str, Any]) -> None:
-        """Write ``state`` whole (a kill during the write leaves the previous epoch's state)."""
+        """Write ``state`` whole (a kill during the write leaves the previous epoch's state). A failed first
+        write (a full disk, a file-size limit) leaves no empty folder behind."""
+        # serialised in memory, then written by Python: a failed write is then an OSError naming the file (torch's
+        # own writer reports it as "iostream error", naming nothing)
+        buf = io.BytesIO()
+        torch.save({**state, "fingerprint": self.fingerprint}, buf)
+        first = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.path) as tmp:
-            torch.save({**state, "fingerprint": self.fingerprint}, tmp)
+        try:
+            with atomic_path(self.path) as tmp:
+                tmp.write_bytes(buf.getvalue())
+        except BaseException:
+            if first:
+                self.discard()
+            raise
 
     def discard(self) -> None:
         """Remove the state, and the folders above it (up to the working directory) it leaves empty: a finished
