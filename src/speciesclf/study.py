@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import stat
 import sys
 from pathlib import Path
 
@@ -39,6 +40,11 @@ def new_study(folder: Path, data: Path, csv: str | None = None, recipe: Path | N
     if not found:
         expected = f"a folder with the CSV {csv!r}" if csv else "a folder of recordings, one sub-folder per species"
         raise StudyError(f"{data}: not found; expected {expected}")
+    if (odd := _first_special_file(data)) is not None:
+        raise StudyError(
+            f"{odd[0]}: {odd[1]}, not a regular file; DVC would wait on it for ever while hashing the collection: "
+            f"move it out of {data}"
+        )
     recipe = recipe or template / "recipe.yaml"
     if not recipe.is_file():
         raise StudyError(f"{recipe}: recipe not found")
@@ -57,6 +63,30 @@ def new_study(folder: Path, data: Path, csv: str | None = None, recipe: Path | N
     shutil.copyfile(recipe, folder / "recipe.yaml")
     write_text(folder / ".gitignore", "/data\n/models\n")
     return folder / "dvc.yaml"
+
+
+_KINDS = {stat.S_IFIFO: "a named pipe", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a device", stat.S_IFBLK: "a device"}
+
+
+def _first_special_file(data: Path) -> tuple[Path, str] | None:
+    """The first entry under ``data`` (links followed, as DVC reads through them) that is a pipe, socket or device:
+    DVC hashes a dependency folder before any stage runs, and reading a named pipe blocks for ever."""
+    seen = set()
+    for folder, subfolders, names in os.walk(data, followlinks=True):
+        here = os.stat(folder)
+        if (here.st_dev, here.st_ino) in seen:  # a link back up the tree: walked already
+            subfolders.clear()
+            continue
+        seen.add((here.st_dev, here.st_ino))
+        for name in sorted(names):
+            path = Path(folder) / name
+            try:
+                kind = _KINDS.get(stat.S_IFMT(path.stat().st_mode))
+            except OSError:  # a broken link: prepare reports it by name
+                continue
+            if kind is not None:
+                return path, kind
+    return None
 
 
 _PARAMS_HEADER = """\

@@ -4,7 +4,9 @@ the project's, and one-line errors for what cannot be written."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +76,38 @@ def test_what_cannot_be_written_is_one_line(tmp_path: Path, args: list[str], mes
     r = _study(project, *args)
     assert r.returncode == 2 and r.stderr == f"error: {message}" + r.stderr.split(message, 1)[1]
     assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr
+    assert not (project / "studies" / "x").exists()
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _socket(path: Path) -> None:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(path))  # the socket file stays after the socket closes
+
+
+@pytest.mark.parametrize(
+    ("make", "kind", "where"),
+    [
+        (_fifo, "a named pipe", "frog/call.wav"),
+        (_fifo, "a named pipe", "deep/er/pipe"),  # not a sound file's name, at another depth
+        (_socket, "a socket", "frog/sock"),
+    ],
+)
+def test_a_pipe_or_socket_in_the_collection_is_named_before_dvc_could_hang_on_it(
+    tmp_path: Path, make, kind: str, where: str
+) -> None:
+    project, data = _checkout(tmp_path / "p"), tmp_path / "rec"
+    (data / "frog").mkdir(parents=True)
+    (data / "frog" / "a.wav").write_bytes(b"RIFF")
+    (data / "loop").symlink_to(data)  # a link back up the tree is walked once
+    (data / where).parent.mkdir(parents=True, exist_ok=True)
+    make(data / where)
+    r = _study(project, "studies/x", "--data", str(data))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert r.stderr.startswith(f"error: {data / where}: {kind}, not a regular file; DVC would wait on it for ever")
     assert not (project / "studies" / "x").exists()
 
 
