@@ -8,6 +8,7 @@ before anyone runs the pipeline.
 
 from __future__ import annotations
 
+import json
 import modulefinder
 import os
 import re
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from dvcrepo import sh
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,3 +99,17 @@ def test_prediction_does_not_import_the_training_code(module: str) -> None:
     loaded = {name for name in finder.modules if name.startswith("speciesclf")}
     assert not {n for n in loaded if n.startswith(("speciesclf.training", "speciesclf.evaluation"))}
     assert "speciesclf.models.losses" not in loaded
+
+
+def test_dvc_takes_true_for_a_locked_1_as_docs_configuration_says(tmp_path: Path) -> None:
+    """The one boolean no stage of ours sees (docs/configuration.md): DVC compares params with ``==``."""
+    sh(tmp_path, "git", "init", "-q")
+    sh(tmp_path, "dvc", "init", "-q")
+    (tmp_path / "params.yaml").write_text("train: {epochs: 1, lr: 0.5}\n")
+    stage = {"cmd": "python -c \"print('ran')\" > out.txt", "params": ["train"], "outs": ["out.txt"]}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train": stage}}))
+    sh(tmp_path, "dvc", "repro", "-q")
+    for value, changed in (("true", False), ("2", True), ("false", True)):
+        (tmp_path / "params.yaml").write_text(f"train: {{epochs: {value}, lr: 0.5}}\n")
+        status = sh(tmp_path, "dvc", "status", "--json").stdout
+        assert bool(json.loads(status)) == changed, (value, status)
