@@ -7,45 +7,22 @@ Run it natively and under an emulated CPU with the same settings, then compare (
     qemu-x86_64 -cpu Haswell .venv/bin/python .ci/isa_probe.py haswell.pt --no-onednn --exact-sqrt
     .venv/bin/python .ci/isa_probe.py --compare native.pt haswell.pt
 
-`--exact-sqrt` steps with AdamW's own arithmetic but a correctly rounded square root (float64, then float32):
-torch.sqrt on CPU is not correctly rounded, and its last bit differs between CPUs.
+`--exact-sqrt` steps with portable mode's AdamW (speciesclf.portable.ExactSqrtAdamW): a correctly rounded square
+root; torch.sqrt on CPU is not correctly rounded, and its last bit differs between CPUs.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
 import torch
 import torch.nn.functional as F
 
 from speciesclf.models.cnn import build_model
+from speciesclf.portable import ExactSqrtAdamW
 
 STEPS = 3
-
-
-class ExactSqrtAdamW(torch.optim.Optimizer):
-    """AdamW (Loshchilov & Hutter), one tensor at a time, with the denominator's square root correctly rounded."""
-
-    def __init__(self, params, lr: float, weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8) -> None:
-        super().__init__(params, {"lr": lr, "weight_decay": weight_decay, "betas": betas, "eps": eps})
-
-    @torch.no_grad()
-    def step(self) -> None:
-        for group in self.param_groups:
-            b1, b2 = group["betas"]
-            for p in group["params"]:
-                state = self.state[p]
-                if not state:
-                    state.update(t=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
-                state["t"] += 1
-                t, m, v = state["t"], state["m"], state["v"]
-                p.mul_(1 - group["lr"] * group["weight_decay"])
-                m.lerp_(p.grad, 1 - b1)
-                v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
-                denom = (v.double().sqrt().float() / math.sqrt(1 - b2**t)).add_(group["eps"])
-                p.addcdiv_(m, denom, value=-group["lr"] / (1 - b1**t))
 
 
 def probe(exact_sqrt: bool) -> dict[str, torch.Tensor]:

@@ -14,6 +14,7 @@ from speciesclf.cli import run_stage
 from speciesclf.evaluation.detection import CURVE_COLUMNS, measure_detection, render_markdown
 from speciesclf.files import write_csv, write_text
 from speciesclf.params import load_params
+from speciesclf.portable import pin
 
 
 def main() -> None:
@@ -24,7 +25,9 @@ def main() -> None:
     parser.add_argument("curve", help="the precision-recall CSV to write (one row per global threshold)")
     parser.add_argument("report", help="the Markdown report to write")
     args = parser.parse_args()
-    s = load_params()["soundscapes"]
+    params = load_params()
+    pin(params["train"]["precision"])  # portable mode: the same window scores on any CPU
+    s = params["soundscapes"]
     audio = sorted((Path(args.soundscapes) / "audio").glob("*.wav"))
     pairs = [(p, Path(args.soundscapes) / "truth" / f"{p.stem}.selections.txt") for p in audio]
     half = len(pairs) // 2  # the first half tunes the global threshold, the second is scored

@@ -24,6 +24,7 @@ from speciesclf.evaluation.evaluate import (
 )
 from speciesclf.models.saved import load_model
 from speciesclf.params import load_params
+from speciesclf.portable import pin
 from speciesclf.runs import ENSEMBLE, runs_of
 
 
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--metrics", required=True, help="per-run metrics files")
     args = parser.parse_args()
     params = load_params()
+    pin(params["train"]["precision"])  # portable mode: the same logits on any CPU
     runs = [run for group in params[ENSEMBLE]["runs"] for run in runs_of(group, params)]
     members = [
         Member(run, Path(args.models) / run, feature_store_of(Path(args.models) / run, args.features)) for run in runs

@@ -18,6 +18,7 @@ from speciesclf.evaluation.evaluate import ScoreFolders, evaluate_model, save_sc
 from speciesclf.files import read_json
 from speciesclf.models.saved import load_model
 from speciesclf.params import load_params
+from speciesclf.portable import pin
 from speciesclf.runs import GROUPS, runs_of
 
 
@@ -63,6 +64,7 @@ def main() -> None:
         parser.add_argument(f"--{folder}", required=True, help=what)
     args = parser.parse_args()
     params = load_params()
+    pin(params["train"]["precision"])  # portable mode: the same logits on any CPU
     for run in runs_of(args.phase, params):
         evaluate_run(run, args, params["evaluate"])
 

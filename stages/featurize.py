@@ -13,6 +13,7 @@ from speciesclf.features.mfcc import FeatureConfig
 from speciesclf.features.store import featurize
 from speciesclf.files import atomic_dir
 from speciesclf.params import load_params, phase3_features
+from speciesclf.portable import pin
 
 
 def main() -> None:
@@ -22,6 +23,7 @@ def main() -> None:
     parser.add_argument("--phase3", action="store_true", help="phase 3's feature store: phase3.features applied")
     args = parser.parse_args()
     params = load_params()
+    pin(params["train"]["precision"])  # portable mode: the features' FFTs too
     config = FeatureConfig(**(phase3_features(params) if args.phase3 else params["features"]))
     with atomic_dir(args.out) as out:
         counts = featurize(Path(args.prepared) / "manifest.csv", out, config)

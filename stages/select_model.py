@@ -6,6 +6,7 @@ python stages/select_model.py recipes/synthetic.yaml data/prepared models/select
 """
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from speciesclf.cli import run_stage
 from speciesclf.files import atomic_dir, write_text
 from speciesclf.models.cnn import MODELS
 from speciesclf.params import load_params
+from speciesclf.portable import PORTABLE, pin
 from speciesclf.selection.recipe import augment_keys_of, load_recipe
 from speciesclf.selection.report import render_markdown
 from speciesclf.selection.select import select
@@ -32,7 +34,10 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params()
     recipe = load_recipe(args.recipe, params, MODELS, augment_keys_of(AugmentConfig))
+    if params["train"]["precision"] == PORTABLE:  # a mode of the whole pipeline: it overrides the recipe's choice
+        recipe = dataclasses.replace(recipe, train={**recipe.train, "precision": PORTABLE})
     set_threads(recipe.train["threads"])
+    pin(recipe.train["precision"])  # portable mode: featurizes and trains pinned (after set_threads: one thread)
     with atomic_dir(args.model) as out:
         manifest, rare_threshold = Path(args.prepared) / "manifest.csv", params["evaluate"]["rare_threshold"]
         metrics = select(manifest, recipe, rare_threshold, out, thresholds=rule_of(params["detect"]))

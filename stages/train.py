@@ -29,6 +29,7 @@ from speciesclf.cli import run_stage
 from speciesclf.models.cnn import MODELS
 from speciesclf.models.saved import save_model
 from speciesclf.params import ParamsError, load_params
+from speciesclf.portable import pin
 from speciesclf.runs import GAMMA_SWEEP, PHASE3, PHASES, phase3_run, sweep_run
 from speciesclf.thresholds import rule_of
 from speciesclf.training import distributed
@@ -81,6 +82,7 @@ def main() -> None:
     if processes > 1 and not distributed.launched():
         sys.exit(distributed.relaunch(processes))
     set_threads(train.pop("threads"))
+    pin(train["precision"])  # after set_threads: portable mode trains on one thread
     config = TrainConfig(**train, seed=params["seed"] if args.seed is None else args.seed)
     augment = AugmentConfig(**params["augment"]) if args.phase == PHASE3 else None  # phases 0-2: the study's
 

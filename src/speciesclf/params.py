@@ -151,7 +151,7 @@ SCHEMA: dict[str, Any] = {
         "warmup_epochs": _int(0, 10000),
         "patience": _int(1, 10000),
         "device": _choice("auto", "cpu", "cuda", "mps"),
-        "precision": _choice("auto", "fp32", "bf16"),
+        "precision": _choice("auto", "fp32", "bf16", "portable"),
         "threads": _int(0, 1024),
         "processes": _int(1, 1024),
     },

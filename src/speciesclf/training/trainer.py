@@ -29,6 +29,7 @@ from sklearn.metrics import f1_score
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from speciesclf.portable import PORTABLE, ExactSqrtAdamW
 from speciesclf.progress import progress
 from speciesclf.training import distributed
 from speciesclf.training.augment import AugmentConfig, Augmenter, DecibelScale, WindowChain
@@ -46,7 +47,7 @@ __all__ = [
 ]
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", PORTABLE)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -66,7 +67,7 @@ class TrainConfig:
     grad_clip: float | None = 5.0
     eval_batch_size: int = 256
     device: str = "auto"
-    precision: str = "auto"  # auto | fp32 | bf16 (autocast); auto = bf16 where the hardware has fast bf16
+    precision: str = "auto"  # auto | fp32 | bf16 (autocast) | portable; auto = bf16 where the hardware has it
     channels_last: bool = True  # NHWC convolutions: faster on CPU (oneDNN) and on tensor cores
     seed: int = 0
 
@@ -173,7 +174,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     """The autocast dtype, or ``None`` for plain fp32."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "fp32" or (precision == "auto" and not has_fast_bf16(device)):
+    if precision in ("fp32", PORTABLE) or (precision == "auto" and not has_fast_bf16(device)):
         return None
     return torch.bfloat16
 
@@ -246,7 +247,8 @@ class Trainer:
             self.device = torch.device("cuda", self.world.local_rank)  # one GPU per process
         self.autocast_dtype = resolve_precision(self.config.precision, self.device)
         self.model = model.to(self.device)
-        if self.config.channels_last and self.device.type in ("cpu", "cuda"):
+        # (not in portable mode: with oneDNN off, NHWC takes a slower path and gains nothing)
+        if self.config.channels_last and self.config.precision != PORTABLE and self.device.type in ("cpu", "cuda"):
             self.model = self.model.to(memory_format=torch.channels_last)
         self.loss_fn = (loss_fn or nn.CrossEntropyLoss()).to(self.device)
         self.callbacks = list(callbacks)
@@ -307,7 +309,7 @@ class Trainer:
             stopped_early=len(history) < cfg.epochs,
             train_seconds=time.perf_counter() - t_start,
             device=str(self.device),
-            precision="bf16" if self.autocast_dtype is not None else "fp32",
+            precision=self._precision(),
             world_size=self.world.size,
             history=history,
             diverged=diverged,
@@ -336,7 +338,8 @@ class Trainer:
             net = DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.index is not None else None
             )
-        opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        adamw = ExactSqrtAdamW if cfg.precision == PORTABLE else torch.optim.AdamW
+        opt = adamw(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: self._lr_factor(s, steps_per_epoch))
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -480,6 +483,12 @@ class Trainer:
         with self._autocast():
             out = [self.model(x[i : i + bs].to(self.device)).float().cpu() for i in range(0, len(x), bs)]
         return torch.cat(out) if out else torch.empty(0, 0)
+
+    def _precision(self) -> str:
+        """What ran: bf16, fp32, or portable (fp32 with the kernels pinned)."""
+        if self.autocast_dtype is not None:
+            return "bf16"
+        return PORTABLE if self.config.precision == PORTABLE else "fp32"
 
     def _autocast(self) -> torch.autocast:
         dtype = self.autocast_dtype
