@@ -141,21 +141,31 @@ def test_a_killed_training_stage_resumes_at_the_next_epoch_with_the_same_model(
     assert not (out / "state").exists() and _temps(out) == []
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=lambda s: s.name)
-def test_a_killed_featurize_leaves_no_worker_and_no_temporary_folder(repo: Path, tmp_path: Path, sig: int) -> None:
+def _featurize_cmd(repo: Path, folder: Path, hop: float) -> list[str]:
+    """featurize of the repo's prepared data into ``folder``/features, 0.1 s windows ``hop`` seconds apart."""
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    # short windows at a tiny hop: 1801 per 1 s recording, so the workers are busy for a few seconds even on a fast
-    # host (at 451 a window the run could end before the signal came)
-    params["features"].update(clip_seconds=0.1, train_hop_seconds=0.0005, n_fft=256)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    cmd = [sys.executable, str(repo / "stages/featurize.py"), str(repo / "data/prepared"), "features"]
-    subprocess.run([*cmd[:-1], "reference"], cwd=tmp_path, env=env(), capture_output=True, check=True)
-    proc = _start(tmp_path, cmd)
+    params["features"].update(clip_seconds=0.1, train_hop_seconds=hop, n_fft=256)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    return [sys.executable, str(repo / "stages/featurize.py"), str(repo / "data/prepared"), "features"]
+
+
+def _start_with_workers(folder: Path, cmd: list[str]) -> tuple[subprocess.Popen[str], list[psutil.Process]]:
+    proc = _start(folder, cmd)
     stage = psutil.Process(proc.pid)
     deadline = time.monotonic() + 60
     while len(workers := stage.children()) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert len(workers) == 2, "featurize started no worker processes"
+    return proc, workers
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=lambda s: s.name)
+def test_a_killed_featurize_leaves_no_worker_and_no_temporary_folder(repo: Path, tmp_path: Path, sig: int) -> None:
+    # short windows at a tiny hop: 1801 per 1 s recording, so the workers are busy for a few seconds even on a fast
+    # host (at 451 a window the run could end before the signal came)
+    cmd = _featurize_cmd(repo, tmp_path, hop=0.0005)
+    subprocess.run([*cmd[:-1], "reference"], cwd=tmp_path, env=env(), capture_output=True, check=True)
+    proc, workers = _start_with_workers(tmp_path, cmd)
     time.sleep(0.2)
     proc.send_signal(sig)
     proc.communicate(timeout=60)
@@ -175,18 +185,9 @@ def test_a_killed_featurize_leaves_no_worker_and_no_temporary_folder(repo: Path,
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
 def test_featurize_workers_busy_in_a_long_call_are_killed_not_waited_for(repo: Path, tmp_path: Path, sig: int) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
     # 4501 windows per 1 s recording, about a second each, four recordings a task: a worker asked to stop would
     # finish its task first, seconds after the signal
-    params["features"].update(clip_seconds=0.1, train_hop_seconds=0.0002, n_fft=256)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    cmd = [sys.executable, str(repo / "stages/featurize.py"), str(repo / "data/prepared"), "features"]
-    proc = _start(tmp_path, cmd)
-    stage = psutil.Process(proc.pid)
-    deadline = time.monotonic() + 60
-    while len(workers := stage.children()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert len(workers) == 2, "featurize started no worker processes"
+    proc, workers = _start_with_workers(tmp_path, _featurize_cmd(repo, tmp_path, hop=0.0002))
     time.sleep(1.0)  # both inside their first task
     assert all(w.cpu_percent(interval=0.2) > 20 for w in workers), "the workers were not busy"
     signalled = time.monotonic()
