@@ -8,6 +8,7 @@
   pass by pass, each ratio the median of the per-round ratios;
 - augment: a training step with every augmentation on against one without;
 - birdnet (the optional extra): BirdNET embeddings, windows/s of the front end against the bare LiteRT interpreter;
+- portable: a Trainer epoch in portable mode against the default, a fresh process each (benchmarks/bench_portable.py);
 - predict.<model>, predict_memory: `speciesclf predict` on an hour of audio against its ceiling, and its peak
   memory on 1 and 4 hours (benchmarks/bench_predict.py);
 - pipeline_seconds: the full default pipeline from an empty cache, `dvc repro` in a fresh clone of this commit;
@@ -36,6 +37,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from bench_portable import bench_portable
 from bench_predict import MODELS, bench_predict, bench_predict_memory
 from speciesclf.features.mfcc import FeatureConfig
 from speciesclf.features.store import featurize
@@ -377,6 +379,7 @@ def main() -> int:
     results["train.AudioCNNv2"] = bench_train("AudioCNNv2", n=256)
     results["augment"] = bench_augment()
     results["birdnet"] = bench_birdnet()
+    results["portable"] = bench_portable()
     if not args.no_predict:
         with tempfile.TemporaryDirectory() as work:  # hours of audio: GBs on disk, removed after
             results.update(bench_predict(Path(work)))
@@ -384,7 +387,7 @@ def main() -> int:
     results.update(bench_dvc(pipeline=not args.no_pipeline))
     write_json(args.out, results)
     print(f"machine: {results['machine']}")
-    for key in ("featurize", "train.AudioCNN", "train.AudioCNNv2", "augment", "birdnet", *PREDICT_KEYS):
+    for key in ("featurize", "train.AudioCNN", "train.AudioCNNv2", "augment", "birdnet", "portable", *PREDICT_KEYS):
         if key not in results:
             continue
         print(
