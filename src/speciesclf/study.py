@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from speciesclf.data.sources import walk
 from speciesclf.files import write_text
 
 __all__ = ["StudyError", "main", "new_study"]
@@ -69,23 +70,19 @@ _KINDS = {stat.S_IFIFO: "a named pipe", stat.S_IFSOCK: "a socket", stat.S_IFCHR:
 
 
 def _first_special_file(data: Path) -> tuple[Path, str] | None:
-    """The first entry under ``data`` (links followed, as DVC reads through them) that is a pipe, socket or device:
-    DVC hashes a dependency folder before any stage runs, and reading a named pipe blocks for ever."""
-    seen = set()
-    for folder, subfolders, names in os.walk(data, followlinks=True):
-        here = os.stat(folder)
-        if (here.st_dev, here.st_ino) in seen:  # a link back up the tree: walked already
-            subfolders.clear()
+    """The first entry of the collection (walked as prepare walks it: links followed, a loop once) that is a pipe,
+    socket or device: DVC hashes a dependency folder before any stage runs, and reading a named pipe blocks."""
+    try:
+        files, _ = walk(data)
+    except ValueError as exc:  # a name that is not UTF-8
+        raise StudyError(str(exc)) from None
+    for rel, real in sorted(files):
+        try:
+            kind = _KINDS.get(stat.S_IFMT(os.stat(real).st_mode)) if real else None
+        except OSError:  # gone since the walk: prepare reports what it cannot read
             continue
-        seen.add((here.st_dev, here.st_ino))
-        for name in sorted(names):
-            path = Path(folder) / name
-            try:
-                kind = _KINDS.get(stat.S_IFMT(path.stat().st_mode))
-            except OSError:  # a broken link: prepare reports it by name
-                continue
-            if kind is not None:
-                return path, kind
+        if kind is not None:
+            return data / rel, kind
     return None
 
 
