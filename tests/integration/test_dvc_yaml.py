@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dvcrepo import sh
+from dvcrepo import commit, copy_project, sh
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -113,3 +113,28 @@ def test_dvc_takes_true_for_a_locked_1_as_docs_configuration_says(tmp_path: Path
         (tmp_path / "params.yaml").write_text(f"train: {{epochs: {value}, lr: 0.5}}\n")
         status = sh(tmp_path, "dvc", "status", "--json").stdout
         assert bool(json.loads(status)) == changed, (value, status)
+
+
+
+@pytest.mark.parametrize(("key", "value", "number"), [("train.epochs", "true", 1), ("train.warmup_epochs", "false", 0)])
+def test_check_params_refuses_a_boolean_that_dvc_takes_for_the_locked_number(
+    tmp_path: Path, key: str, value: str, number: int
+) -> None:
+    """The project's own `check_params` stage, under the very command of the case: `dvc exp run -S`."""
+    repo = copy_project(tmp_path / "repo")
+    section, name = key.split(".")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params[section][name] = number
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(repo, "dvc", "repro", "-q", "check_params")
+    commit(repo, "locked")
+    assert json.loads(sh(repo, "dvc", "status", "--json", "check_params").stdout) == {}
+
+    r = sh(repo, "dvc", "exp", "run", "-S", f"{key}={value}", "check_params", check=False)
+    assert r.returncode != 0, r.stdout
+    errors = [line for line in (r.stdout + r.stderr).splitlines() if line.startswith("params.yaml:")]
+    assert len(errors) == 1 and key in errors[0] and value.title() in errors[0], r.stdout + r.stderr
+    # the value in the file, however it got there, makes the stage stale: nothing calls it current
+    params[section][name] = value == "true"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert "check_params" in json.loads(sh(repo, "dvc", "status", "--json").stdout)
