@@ -1,4 +1,4 @@
-"""Portable mode (``train.precision: portable``): the same bytes on any x86-64 CPU, at about twice the time.
+"""Portable mode (``train.precision: portable``): the same bytes on any x86-64 CPU, training about 8 times slower.
 
 By default torch picks its kernels by the CPU it finds: AVX-512 or AVX2 code in ATen, oneDNN's convolutions, MKL's
 own dispatch, bf16 where the hardware has it. Each computes other last bits, and training then follows another
