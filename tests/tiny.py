@@ -45,7 +45,7 @@ def _train_tiny_model(base: Path, epochs: int = 2, thresholds: bool = False, **f
     prepare(params, base / "prepared")
     featurize(base / "prepared" / "manifest.csv", base / "features", FeatureConfig(**params["features"]))
     config = TrainConfig(epochs=epochs, warmup_epochs=0, device="cpu", precision="fp32")
-    rule = {"rule": "f1", "target_precision": 0.9, "min_positives": 1} if thresholds else None
+    rule = {"rule": "fbeta", "beta": 1.0, "target_precision": 0.9, "shrinkage": 0.0} if thresholds else None
     trained = train_model(base / "features", "AudioCNN", None, config, log=None, thresholds=rule)
     save_model(base / "model", trained.network, trained.card)
     return base / "model"

@@ -185,9 +185,10 @@ SCHEMA: dict[str, Any] = {
     "ensemble": {"runs": Rule((list,), _groups, f"a list of distinct run groups from {', '.join(GROUPS)}")},
     "evaluate": {"rare_threshold": _int(1), "posthoc_tau": _num(0, 10)},
     "detect": {  # per-species detection thresholds, fitted by the stage that writes a model (speciesclf.thresholds)
-        "threshold_rule": replace(_choice("f1", "precision"), default="f1"),
+        "threshold_rule": replace(_choice("fbeta", "precision"), default="fbeta"),
+        "beta": replace(_num(0, 100, lo_open=True), default=2.0),
         "target_precision": replace(_num(0, 1, lo_open=True), default=0.9),
-        "min_positives": replace(_int(1, 100000), default=5),
+        "shrinkage": replace(_num(0, 100000), default=2.0),
     },
     "soundscapes": {  # synthetic field recordings with known calls: detection measured (stages/detection.py)
         "recordings": replace(_int(2, 1000), default=16),

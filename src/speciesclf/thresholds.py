@@ -5,18 +5,23 @@ threshold. The thresholds are fitted one species against the rest on windows the
 validation split for a training stage, the out-of-fold windows of cross-validation for ``select``), every window
 labelled with its recording's species:
 
-- ``rule: f1``: the threshold that maximises the species' F1 (ties: the lowest threshold, the most recall);
+- ``rule: fbeta``: the threshold that maximises the species' F-beta, (1 + β²) P R / (β² P + R) (ties: the lowest
+  threshold, the most recall). β > 1 weighs recall above precision: held-out windows are clips that each hold a
+  call, so a threshold best on them sits too high for field audio, where a window holds part of a call, or a faint
+  one (docs/detection.md has the measurement behind the default β = 2);
 - ``rule: precision``: the lowest threshold whose precision reaches ``target_precision``.
 
 The threshold is placed halfway between the score that reaches the optimum and the next lower score seen, so that
-it does not sit on one held-out window's score. A species with fewer than ``min_positives`` held-out windows, or
-(``precision``) none reaching the target, takes the fallback: the same rule fitted on every species' windows pooled
-(one threshold for all species). The card records which species were fitted and on how many windows.
+it does not sit on one held-out window's score. Most species have a few held-out windows, so each species' own
+threshold is shrunk towards the same rule fitted on every species' windows pooled: with *n* windows of its own,
+t = (n t_own + m t_pooled) / (n + m), m = ``shrinkage`` (the pooled threshold counts as m windows). A species
+with no window, or (``precision``) none reaching the target, takes the pooled threshold.
 
 The block this module writes under ``thresholds`` in ``model.json``::
 
-    {"rule": "f1", "target_precision": 0.9, "min_positives": 5, "fitted_on": "validation windows",
-     "fallback": 0.41, "species": {"sp01_pulse": {"threshold": 0.37, "fitted": true, "positives": 12}, ...}}
+    {"rule": "fbeta", "beta": 2.0, "target_precision": 0.9, "shrinkage": 2.0, "fitted_on": "validation windows",
+     "windows": 412, "fallback": 0.16, "species": {"sp01_pulse": {"threshold": 0.21, "own": 0.31, "fitted": true,
+     "positives": 3}, ...}}
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import numpy as np
 
 __all__ = ["RULES", "ThresholdsError", "fit_thresholds", "read_thresholds", "rule_of", "threshold_array"]
 
-RULES = ("f1", "precision")
+RULES = ("fbeta", "precision")
 
 
 class ThresholdsError(ValueError):
@@ -41,11 +46,11 @@ class ThresholdsError(ValueError):
 
 def rule_of(detect: Mapping[str, Any]) -> dict[str, Any]:
     """The keywords of :func:`fit_thresholds` from the params section ``detect``."""
-    keys = {"threshold_rule": "rule", "target_precision": "target_precision", "min_positives": "min_positives"}
+    keys = {"threshold_rule": "rule", "beta": "beta", "target_precision": "target_precision", "shrinkage": "shrinkage"}
     return {arg: detect[key] for key, arg in keys.items()}
 
 
-def _fit_one(positive: np.ndarray, scores: np.ndarray, rule: str, target_precision: float) -> float | None:
+def _fit_one(positive: np.ndarray, scores: np.ndarray, rule: str, beta: float, target_precision: float) -> float | None:
     """One threshold for ``scores`` against the boolean ``positive``; None where the rule reaches nothing."""
     if not positive.any():
         return None
@@ -55,9 +60,11 @@ def _fit_one(positive: np.ndarray, scores: np.ndarray, rule: str, target_precisi
 
     precision, recall, cuts = precision_recall_curve(positive, scores)
     precision, recall = precision[:-1], recall[:-1]  # the last point (recall 0) has no threshold
-    if rule == "f1":
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
-        best = int(np.argmax(f1))  # cuts rise: the first maximum is the lowest threshold
+    if rule == "fbeta":
+        b2 = beta * beta
+        both = b2 * precision + recall
+        f = np.where(both > 0, (1 + b2) * precision * recall / np.maximum(both, 1e-12), 0.0)
+        best = int(np.argmax(f))  # cuts rise: the first maximum is the lowest threshold
     else:
         reach = np.flatnonzero(precision >= target_precision)
         if reach.size == 0:
@@ -71,9 +78,10 @@ def fit_thresholds(
     proba: np.ndarray,
     y: np.ndarray,
     species: Sequence[str],
-    rule: str = "f1",
+    rule: str = "fbeta",
+    beta: float = 2.0,
     target_precision: float = 0.9,
-    min_positives: int = 5,
+    shrinkage: float = 2.0,
     fitted_on: str = "validation windows",
 ) -> dict[str, Any]:
     """The thresholds block for a model: ``proba`` ``(windows, species)`` held-out window scores, ``y`` ``(windows,)``
@@ -82,17 +90,19 @@ def fit_thresholds(
         raise ValueError(f"rule: got {rule!r}; expected one of {', '.join(RULES)}")
     proba, y = np.asarray(proba, dtype=np.float64), np.asarray(y)
     onehot = y[:, None] == np.arange(len(species))[None, :]
-    fallback = _fit_one(onehot.ravel(), proba.ravel(), rule, target_precision)
+    fallback = _fit_one(onehot.ravel(), proba.ravel(), rule, beta, target_precision)
     fallback = 0.5 if fallback is None else fallback  # nothing reaches the rule even pooled: the usual cut
     per_species = {}
     for i, name in enumerate(species):
-        positives = int(onehot[:, i].sum())
-        t = _fit_one(onehot[:, i], proba[:, i], rule, target_precision) if positives >= min_positives else None
-        per_species[name] = {"threshold": fallback if t is None else t, "fitted": t is not None, "positives": positives}
+        n = int(onehot[:, i].sum())
+        own = _fit_one(onehot[:, i], proba[:, i], rule, beta, target_precision)
+        threshold = fallback if own is None else (n * own + shrinkage * fallback) / (n + shrinkage)
+        per_species[name] = {"threshold": threshold, "own": own, "fitted": own is not None, "positives": n}
     return {
         "rule": rule,
+        "beta": beta,
         "target_precision": target_precision,
-        "min_positives": min_positives,
+        "shrinkage": shrinkage,
         "fitted_on": fitted_on,
         "windows": len(y),
         "fallback": fallback,

@@ -102,7 +102,7 @@ def valid_params() -> dict[str, Any]:
         },
         "ensemble": {"runs": ["phase2b", "phase3"]},
         "evaluate": {"rare_threshold": 5, "posthoc_tau": 0.0},
-        "detect": {"threshold_rule": "precision", "target_precision": 0.8, "min_positives": 3},
+        "detect": {"threshold_rule": "precision", "beta": 1.0, "target_precision": 0.8, "shrinkage": 3.0},
         "soundscapes": {
             "recordings": 4,
             "seconds": 60.0,
@@ -366,15 +366,21 @@ def test_a_params_file_from_before_detection_reads_the_sections_defaults(tmp_pat
     params = valid_params()
     del params["detect"], params["soundscapes"]
     validate(params)
-    assert params["detect"] == {"threshold_rule": "f1", "target_precision": 0.9, "min_positives": 5}
+    assert params["detect"] == {"threshold_rule": "fbeta", "beta": 2.0, "target_precision": 0.9, "shrinkage": 2.0}
     assert params["soundscapes"]["recordings"] == 16 and params["soundscapes"]["snr_db"] == [0.0, 20.0]
     partial = valid_params()
     partial["detect"] = {"threshold_rule": "precision"}
-    assert validate(partial)["detect"] == {"threshold_rule": "precision", "target_precision": 0.9, "min_positives": 5}
+    assert validate(partial)["detect"] == {
+        "threshold_rule": "precision",
+        "beta": 2.0,
+        "target_precision": 0.9,
+        "shrinkage": 2.0,
+    }
     assert _error(_with("detect.threshold_rule", "recall")) == (
-        "detect.threshold_rule: got 'recall'; allowed: one of f1, precision"
+        "detect.threshold_rule: got 'recall'; allowed: one of fbeta, precision"
     )
-    assert _error(_with("detect.min_positives", True)).startswith("detect.min_positives: got True")
+    assert _error(_with("detect.shrinkage", True)).startswith("detect.shrinkage: got True")
+    assert _error(_with("detect.beta", 0)).startswith("detect.beta: got 0")
 
 
 def test_section_not_a_mapping() -> None:

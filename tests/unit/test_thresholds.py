@@ -1,7 +1,8 @@
-"""Per-species thresholds: the rules on scores whose best threshold is known, the fallback, and the files."""
+"""Per-species thresholds: the rules on scores whose best threshold is known, the shrinkage, and the files."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -25,40 +26,72 @@ def _windows() -> tuple[np.ndarray, np.ndarray]:
     return proba, y
 
 
-def test_f1_rule_puts_the_threshold_between_the_best_cut_and_the_next_score_below() -> None:
-    block = fit_thresholds(*_windows(), SPECIES, rule="f1", min_positives=5)
+def test_f1_puts_the_threshold_between_the_best_cut_and_the_next_score_below() -> None:
+    block = fit_thresholds(*_windows(), SPECIES, rule="fbeta", beta=1.0, shrinkage=0.0)
     owl = block["species"]["owl"]
     # at >= 0.6: 6 owl + 1 wren window, F1 12/13, the best; the next score below is 0.5
-    assert owl == {"threshold": pytest.approx(0.55), "fitted": True, "positives": 6}
+    assert owl == {"threshold": pytest.approx(0.55), "own": pytest.approx(0.55), "fitted": True, "positives": 6}
     assert block["species"]["wren"]["fitted"] and 0.2 < block["species"]["wren"]["threshold"] <= 0.4
 
 
+def test_a_larger_beta_buys_recall_with_a_lower_threshold() -> None:
+    """A seventh owl window scoring 0.15, below four of the other species' owl scores. At >= 0.6: 6 of 7 found,
+    1 false (F1 0.857, F3 0.857); at >= 0.15: 7 of 7, 5 false (F1 0.737, F3 0.933). F1 keeps 0.55, F3 goes down
+    to take it: halfway between 0.15 and the next score below, 0.1."""
+    proba, y = _windows()
+    proba, y = np.vstack([proba, [0.15, 0.2, 0.2]]), np.append(y, 0)
+    f1 = fit_thresholds(proba, y, SPECIES, rule="fbeta", beta=1.0, shrinkage=0.0)["species"]["owl"]["threshold"]
+    f3 = fit_thresholds(proba, y, SPECIES, rule="fbeta", beta=3.0, shrinkage=0.0)["species"]["owl"]["threshold"]
+    assert f1 == pytest.approx(0.55) and f3 == pytest.approx((0.15 + 0.1) / 2)
+
+
 def test_precision_rule_takes_the_lowest_threshold_reaching_the_target() -> None:
-    block = fit_thresholds(*_windows(), SPECIES, rule="precision", target_precision=1.0, min_positives=5)
+    block = fit_thresholds(*_windows(), SPECIES, rule="precision", target_precision=1.0, shrinkage=0.0)
     assert block["species"]["owl"]["threshold"] == pytest.approx((0.75 + 0.7) / 2)  # above the wren window at 0.7
 
 
-def test_a_species_with_too_few_windows_takes_the_pooled_threshold() -> None:
+def test_each_species_is_shrunk_to_the_pooled_threshold_by_its_window_count() -> None:
     proba, y = _windows()
-    block = fit_thresholds(proba, y, SPECIES, min_positives=5)
-    pooled = fit_thresholds(proba, y, SPECIES, min_positives=10**6)
-    rail = block["species"]["rail"]
-    assert rail == {"threshold": block["fallback"], "fitted": False, "positives": 2}
-    assert all(not s["fitted"] and s["threshold"] == block["fallback"] for s in pooled["species"].values())
-    assert block["windows"] == len(y) and block["fitted_on"] == "validation windows"
+    own = fit_thresholds(proba, y, SPECIES, shrinkage=0.0)
+    shrunk = fit_thresholds(proba, y, SPECIES, shrinkage=3.0)
+    pooled = shrunk["fallback"]
+    assert pooled == own["fallback"]  # the pooled fit does not depend on the shrinkage
+    for name, n in (("owl", 6), ("wren", 6), ("rail", 2)):
+        mine = own["species"][name]["threshold"]
+        assert shrunk["species"][name] == {
+            "threshold": pytest.approx((n * mine + 3.0 * pooled) / (n + 3.0)),
+            "own": pytest.approx(mine),
+            "fitted": True,
+            "positives": n,
+        }
+    # the rarer species moves further towards the pool
+    moved = {s: abs(shrunk["species"][s]["threshold"] - own["species"][s]["threshold"]) for s in ("wren", "rail")}
+    assert abs(own["species"]["rail"]["threshold"] - pooled) > 0 and moved["rail"] / abs(
+        own["species"]["rail"]["threshold"] - pooled
+    ) > moved["wren"] / abs(own["species"]["wren"]["threshold"] - pooled)
+    assert shrunk["windows"] == len(y) and shrunk["fitted_on"] == "validation windows"
+
+
+def test_a_species_without_windows_takes_the_pooled_threshold() -> None:
+    proba, y = _windows()
+    keep = y != 2  # no rail window at all
+    block = fit_thresholds(proba[keep], y[keep], SPECIES)
+    assert block["species"]["rail"] == {"threshold": block["fallback"], "own": None, "fitted": False, "positives": 0}
 
 
 def test_unreachable_precision_falls_back_and_the_block_is_json() -> None:
     proba, y = _windows()
     proba[:, 1] = 0.3  # wren's own windows score like everyone's: no threshold reaches precision 0.9
-    block = fit_thresholds(proba, y, SPECIES, rule="precision", target_precision=0.9, min_positives=5)
+    block = fit_thresholds(proba, y, SPECIES, rule="precision", target_precision=0.9)
     assert block["species"]["wren"]["fitted"] is False
+    assert block["species"]["wren"]["threshold"] == block["fallback"]
     assert json.loads(json.dumps(block)) == block
 
 
 def test_params_section_gives_the_keywords() -> None:
-    detect = {"threshold_rule": "precision", "target_precision": 0.8, "min_positives": 3}
-    assert rule_of(detect) == {"rule": "precision", "target_precision": 0.8, "min_positives": 3}
+    detect = {"threshold_rule": "precision", "beta": 1.5, "target_precision": 0.8, "shrinkage": 3.0}
+    assert rule_of(detect) == {"rule": "precision", "beta": 1.5, "target_precision": 0.8, "shrinkage": 3.0}
+    assert set(rule_of(detect)) <= set(inspect.signature(fit_thresholds).parameters)
 
 
 def test_threshold_array_in_model_order_with_a_default_for_the_rest() -> None:

@@ -151,7 +151,7 @@ def measure_detection(
         "held_out_bouts": sum(len(truth[n]) for n in test_names),
         "hop_seconds": hop_seconds,
         "collar_seconds": collar,
-        "thresholds_rule": {k: block[k] for k in ("rule", "target_precision", "min_positives", "fitted_on")},
+        "thresholds_rule": {k: block.get(k) for k in ("rule", "beta", "target_precision", "shrinkage", "fitted_on")},
         "species_fitted": sum(v["fitted"] for v in block["species"].values()),  # the others: the pooled fallback
         "species": len(species),
         "fitted": _headline(fitted),
@@ -204,9 +204,10 @@ def render_markdown(metrics: dict[str, Any]) -> str:
         f" s, {metrics['held_out_bouts']} bouts of calls), windows every {metrics['hop_seconds']:g} s. A detection "
         f"finds a bout of its species when it begins within {metrics['collar_seconds']:g} s of the bout (sed_eval, "
         f"event-based); macro: the mean over the species that call, one never detected counting 0. The per-species "
-        f"thresholds were fitted on the model's {rule['fitted_on']} (rule `{rule['rule']}`; a species with fewer "
-        f"than {rule['min_positives']} windows takes the threshold of all species pooled: here "
-        f"{metrics['species'] - metrics['species_fitted']} of {metrics['species']}), the global one chosen on "
+        f"thresholds were fitted on the model's {rule['fitted_on']} (rule `{rule['rule']}`, β {rule['beta']:g}; each "
+        f"species' own threshold shrunk towards the one of all species pooled, which counts as {rule['shrinkage']:g} "
+        f"windows; {metrics['species'] - metrics['species_fitted']} of {metrics['species']} species had no window "
+        f"of their own and take the pooled one), the global one chosen on "
         f"{n['tune']} other soundscapes; neither saw the held-out ones.",
         "",
         "| thresholds | macro precision | macro recall | macro event-F1 | overall precision | overall recall "
