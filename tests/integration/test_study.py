@@ -137,3 +137,28 @@ def test_the_written_study_runs_under_dvc(tmp_path: Path) -> None:
     assert metrics["recordings"] == {"cross_validated": 15, "test": 3}
     assert (repo / "studies/tones/models/selected/model.json").is_file()
     assert "studies/template" not in sh(repo, "dvc", "status").stdout  # the template itself is not a pipeline
+
+
+def test_dvc_itself_waits_on_a_pipe_that_reaches_the_collection_later(tmp_path: Path) -> None:
+    """What docs/real-recordings.md says is left: a pipe that appears after the study was made (or a params.yaml
+    edited by hand) is read by DVC before any stage of ours runs, and `dvc status` waits with no output. Should a
+    DVC release stop waiting, this fails, and the docs and the study's check can change."""
+    repo, data = copy_project(tmp_path / "repo"), tmp_path / "rec"
+    (data / "frog").mkdir(parents=True)
+    _tone(data / "frog" / "a.wav", FREQS["cricket"], 0, 2.0)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"].update(source="folder", path=str(data))
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(repo, "dvc", "status", "prepare")  # the control: without the pipe it answers
+    os.mkfifo(data / "frog" / "b.wav")
+    status = subprocess.Popen(
+        ["dvc", "status", "prepare"], cwd=repo, env=env(), start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            status.wait(timeout=15)
+    finally:
+        os.killpg(status.pid, 9)
+        status.wait()
+    assert status.stdout.read() == ""  # silent all along
