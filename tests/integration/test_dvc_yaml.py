@@ -115,7 +115,6 @@ def test_dvc_takes_true_for_a_locked_1_as_docs_configuration_says(tmp_path: Path
         assert bool(json.loads(status)) == changed, (value, status)
 
 
-
 @pytest.mark.parametrize(("key", "value", "number"), [("train.epochs", "true", 1), ("train.warmup_epochs", "false", 0)])
 def test_check_params_refuses_a_boolean_that_dvc_takes_for_the_locked_number(
     tmp_path: Path, key: str, value: str, number: int
