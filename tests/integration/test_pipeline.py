@@ -123,7 +123,8 @@ def test_exp_run_gamma_reruns_exactly_the_dependent_stages(repo: Path) -> None:
     r = sh(repo, "dvc", "exp", "run", "-S", "loss.gamma=1.0")
     ran = ran_stages(r.stdout)
     phase2 = {"train_phase2a", "train_phase2b", "evaluate@phase2a", "evaluate@phase2b"}
-    assert ran == phase2 | {"ensemble", "report", "detection"}  # phase2b: an ensemble member, and the detector
+    # phase2b: an ensemble member, and the detector; check_params: any edit of params.yaml is validated whole
+    assert ran == phase2 | {"ensemble", "report", "detection", "check_params"}
     after = _lock(repo)
     changed = {name for name in before if before[name] != after[name]}
     assert changed <= ran and {"train_phase2a", "train_phase2b"} <= changed
@@ -141,7 +142,8 @@ def test_exp_run_gamma_reruns_exactly_the_dependent_stages(repo: Path) -> None:
 )
 def test_a_phase3_param_reruns_phase3_alone(repo: Path, override: str, featurized: bool) -> None:
     ran = ran_stages(sh(repo, "dvc", "exp", "run", "-S", override).stdout)
-    phase3 = {"train_phase3@42", "evaluate@phase3", "ensemble"} | ({"featurize_phase3"} if featurized else set())
+    phase3 = {"train_phase3@42", "evaluate@phase3", "ensemble", "check_params"}
+    phase3 |= {"featurize_phase3"} if featurized else set()
     assert phase3 <= ran <= phase3 | {"report"}  # the report re-runs only if phase 3's scores changed
 
 

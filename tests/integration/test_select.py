@@ -226,7 +226,7 @@ def test_a_study_folder_is_a_pipeline_of_its_own_that_dvc_tracks(tmp_path: Path)
     commit(repo, "a study")
 
     ran = ran_stages(sh(repo, "dvc", "repro", "studies/tiny/dvc.yaml").stdout)
-    assert ran == {f"studies/tiny/dvc.yaml:{s}" for s in ("prepare", "select", "select_scratch")}
+    assert ran == {f"studies/tiny/dvc.yaml:{s}" for s in ("check_params", "prepare", "select", "select_scratch")}
     assert "up to date" in sh(repo, "dvc", "status", "studies/tiny/dvc.yaml").stdout
     metrics = json.loads((study / "selected.json").read_text())
     assert metrics["recordings"] == {"cross_validated": 15, "test": 3}

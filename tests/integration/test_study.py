@@ -131,7 +131,7 @@ def test_the_written_study_runs_under_dvc(tmp_path: Path) -> None:
     (repo / "studies/tones/params.yaml").write_text(yaml.safe_dump(params))
     commit(repo, "a study")
     ran = ran_stages(sh(repo, "dvc", "repro", "studies/tones/dvc.yaml").stdout)
-    assert ran == {"studies/tones/dvc.yaml:prepare", "studies/tones/dvc.yaml:select"}
+    assert ran == {f"studies/tones/dvc.yaml:{s}" for s in ("check_params", "prepare", "select")}
     assert "up to date" in sh(repo, "dvc", "status", "studies/tones/dvc.yaml").stdout
     metrics = json.loads((repo / "studies/tones/selected.json").read_text())
     assert metrics["recordings"] == {"cross_validated": 15, "test": 3}
