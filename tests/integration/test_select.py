@@ -239,14 +239,14 @@ def test_a_study_folder_is_a_pipeline_of_its_own_that_dvc_tracks(tmp_path: Path)
 
     text = (repo / "params.yaml").read_text()
     (repo / "params.yaml").write_text(text.replace("  lr: 0.002", "  lr: 0.003"))  # the project's, under the study
-    assert stale() == {"select", "select_scratch"}
+    assert stale() == {"check_params", "select", "select_scratch"}
     (repo / "params.yaml").write_text(text)
     (study / "recipe.yaml").write_text(yaml.safe_dump({**RECIPE, "folds": 3}))
     assert stale() == {"select"}
     (study / "recipe.yaml").write_text(yaml.safe_dump(RECIPE))
     params["data"]["min_recordings"] = 4
     (study / "params.yaml").write_text(yaml.safe_dump(params))
-    assert stale() == {"prepare", "select", "select_scratch"}
+    assert stale() == {"check_params", "prepare", "select", "select_scratch"}
     # the project's pipeline is dvc.yaml here, not the studies (a dry run stops at featurize: nothing is prepared)
     dry = sh(repo, "dvc", "repro", "--dry", check=False).stdout
     assert "Running stage 'prepare'" in dry and "studies/tiny" not in dry
