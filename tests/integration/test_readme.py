@@ -69,6 +69,16 @@ def test_the_insectset32_table_quotes_the_study() -> None:
     ]
 
 
+def test_the_insectset32_table_quotes_the_from_scratch_study() -> None:
+    scratch = json.loads((ROOT / "studies" / "insectset32" / "scratch.json").read_text())
+    assert _row("from scratch, chosen by cross-validation (`select_scratch`):") == [
+        scratch["chosen"],
+        _f(scratch["cross_validated"]["f1_macro"]),
+        _f(scratch["test"]["accuracy"]),
+        _f(scratch["test"]["f1_macro"]),
+    ]
+
+
 def test_the_detection_paragraph_quotes_metrics_detection() -> None:
     m = json.loads((ROOT / "metrics" / "detection.json").read_text())
     n = m["soundscapes"]
