@@ -24,13 +24,12 @@ from contextlib import nullcontext
 
 from dvclive import Live
 
-from speciesclf.choices import LOSSES
 from speciesclf.cli import run_stage
 from speciesclf.models.cnn import MODELS
 from speciesclf.models.saved import save_model
 from speciesclf.params import ParamsError, load_params
 from speciesclf.portable import pin
-from speciesclf.runs import GAMMA_SWEEP, PHASE3, PHASES, phase3_run, sweep_run
+from speciesclf.runs import GAMMA_SWEEP, PHASE3, PHASES, loss_recipe, phase3_run, sweep_run
 from speciesclf.thresholds import rule_of
 from speciesclf.training import distributed
 from speciesclf.training.augment import AugmentConfig
@@ -57,26 +56,13 @@ def _args() -> argparse.Namespace:
     return args
 
 
-def _loss(params: dict, phase: str, gamma: str | None) -> dict | None:
-    """The study's baseline (Phase 0) trains with plain cross-entropy, Phase 1 with class-weighted cross-entropy,
-    Phases 2A/2B and the sweep with focal loss, Phase 3 with the loss ``phase3.loss`` names and the keys it reads."""
-    if phase == "baseline":
-        return None
-    if phase == "phase1":
-        return {"name": "class_weighted", "power": params["phase1"]["power"], "label_smoothing": 0.0}
-    if phase == PHASE3:
-        p3 = params[PHASE3]
-        return {"name": p3["loss"], **{k: p3[k] for k in LOSSES[p3["loss"]]}, "label_smoothing": p3["label_smoothing"]}
-    return {**params["loss"], "gamma": float(gamma)} if gamma is not None else dict(params["loss"])
-
-
 def main() -> None:
     args = _args()
     params = load_params()
     model_name = params["models"][args.phase]
     if model_name not in MODELS:
         raise ParamsError(f"models.{args.phase}: got {model_name!r}; allowed: one of {', '.join(MODELS)}")
-    loss = _loss(params, args.phase, args.gamma)
+    loss = loss_recipe(params, args.phase, args.gamma)
     train = dict(params["train"])
     processes = train.pop("processes")
     if processes > 1 and not distributed.launched():

@@ -3,12 +3,14 @@
 A run is a phase of the study (``baseline``, ``phase1``, ``phase2a``, ``phase2b``), one γ of the sweep
 (``gamma_sweep/gamma_1.0``), one seed of Phase 3 (``phase3/seed_42``) or the ensemble of several (``ensemble``).
 A run's name is its sub-path under each output folder that ``dvc.yaml`` passes to the stages (``models/``,
-``metrics/train/``, ``metrics/eval/``, ``metrics/``).
+``metrics/train/``, ``metrics/eval/``, ``metrics/``). A run's loss is :func:`loss_recipe`'s.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from speciesclf.choices import LOSSES
 
 __all__ = [
     "ENSEMBLE",
@@ -16,6 +18,7 @@ __all__ = [
     "GROUPS",
     "PHASE3",
     "PHASES",
+    "loss_recipe",
     "phase3_run",
     "phase3_runs",
     "runs_of",
@@ -56,3 +59,19 @@ def runs_of(group: str, params: dict[str, Any]) -> list[str]:
     if group == PHASE3:
         return phase3_runs(params[PHASE3]["seeds"])
     return [group]
+
+
+def loss_recipe(params: dict[str, Any], phase: str, gamma: float | str | None = None) -> dict[str, Any] | None:
+    """The loss spec a run trains with (:func:`speciesclf.models.losses.build_loss` makes it), from ``params``.
+
+    The study's baseline (Phase 0) trains with plain cross-entropy (None), Phase 1 with class-weighted cross-entropy
+    (``phase1.power``), Phases 2A/2B and the sweep with the focal loss of the ``loss`` section (a sweep run's γ
+    ``gamma`` replacing its own), Phase 3 with the loss ``phase3.loss`` names and the keys it reads."""
+    if phase == "baseline":
+        return None
+    if phase == "phase1":
+        return {"name": "class_weighted", "power": params["phase1"]["power"], "label_smoothing": 0.0}
+    if phase == PHASE3:
+        p3 = params[PHASE3]
+        return {"name": p3["loss"], **{k: p3[k] for k in LOSSES[p3["loss"]]}, "label_smoothing": p3["label_smoothing"]}
+    return {**params["loss"], "gamma": float(gamma)} if gamma is not None else dict(params["loss"])

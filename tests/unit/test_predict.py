@@ -21,7 +21,7 @@ import torch
 
 from measure import peak_rss_mb
 from speciesclf.data import audio
-from speciesclf.features.store import load_split
+from speciesclf.features.store import FeatureStore
 from speciesclf.models.saved import WeightsError, load_model
 from speciesclf.predict import COLUMNS, Predictor
 from tiny import FREQS, SR, _train_tiny_model, tone
@@ -256,7 +256,7 @@ def test_a_model_on_another_front_end_predicts_with_the_front_end_of_its_card(tm
         predictor.members[0].model.features.front_end == front_end and predictor.members[0].model.features.bands == 32
     )
     # a test recording's windows as the pipeline featurized them, scored by the network, against predict's scores
-    x, _, recordings = load_split(tmp_path / "features", "test")
+    x, _, recordings = FeatureStore(tmp_path / "features").load_split("test")
     with open(tmp_path / "features" / "test_windows.csv", newline="", encoding="utf-8") as f:
         first = next(csv.DictReader(f))
     rows = [i for i, r in enumerate(recordings) if r == first["recording_id"]]

@@ -18,7 +18,7 @@ import torch
 
 from speciesclf.evaluation.metrics import HEADLINE, classification_metrics, per_class_table
 from speciesclf.evaluation.stability import stability
-from speciesclf.features.store import load_split
+from speciesclf.features.store import FeatureStore
 from speciesclf.files import atomic_dir, read_json, write_json
 from speciesclf.models.saved import CARD, SavedModel, load_model
 
@@ -92,9 +92,9 @@ def window_probabilities(
     model: SavedModel, features_dir: Path, split: str, batch_size: int = 256, tau: float = 0.0
 ) -> _Windows:
     """A model's species probabilities for each window of ``split`` in a feature store (logit-adjusted by ``tau``)."""
-    if read_json(features_dir / "labels.json")["species"] != model.species:
+    if FeatureStore(features_dir).species != model.species:
         raise ValueError(f"{features_dir}: its species list differs from the one the model was trained on")
-    x, y, recordings = load_split(features_dir, split)
+    x, y, recordings = FeatureStore(features_dir).load_split(split)
     with torch.no_grad():
         logits = [model.network(torch.as_tensor(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
     # softmax in float64: probabilities that sum to one within float64 precision (sklearn checks it)
@@ -161,7 +161,7 @@ def feature_store_of(model_dir: str | os.PathLike[str], stores: Sequence[str | o
     features made as its training features were)."""
     wanted = read_json(Path(model_dir) / CARD)["features"]
     for store in map(Path, stores):
-        if read_json(store / "features.json") == wanted:
+        if FeatureStore(store).features == wanted:
             return store
     names = ", ".join(str(s) for s in stores)
     raise EnsembleError(f"{model_dir}: none of the feature stores {names} has its features ({wanted})")

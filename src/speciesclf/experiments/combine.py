@@ -34,6 +34,7 @@ from speciesclf.evaluation.evaluate import (
     score_probabilities,
     window_probabilities,
 )
+from speciesclf.features.store import FeatureStore
 from speciesclf.files import write_text
 from speciesclf.models.saved import SavedModel, load_model
 from speciesclf.params import load_params
@@ -76,7 +77,7 @@ def parse_group(spec: str) -> Group:
     ws = Path(workspace)
     if not (ws / "params.yaml").is_file():
         raise ValueError(f"--group {spec}: {ws} is not an experiment's workspace (no params.yaml)")
-    stores = [ws / s for s in STORES if (ws / s / "features.json").is_file()]
+    stores = [ws / s for s in STORES if FeatureStore(ws / s).exists()]
     members = []
     for run in runs_of(group, load_params(ws / "params.yaml")):
         model_dir = ws / "models" / run

@@ -1,5 +1,6 @@
 """The feature store: feature windows (MFCC, log-mel or PCEN) of every clip of a split manifest as a few arrays
-per split (``featurize``), read back standardised by training and evaluation (``load_split``).
+per split (``featurize``), read back standardised by training and evaluation (:class:`FeatureStore`, the one
+code that knows the folder's files).
 
 Layout of ``data/features/``: per split ``<split>_x.npy`` (float32 ``(windows, bands, frames)``, not yet
 standardised, memory-mappable), ``<split>_y.npy`` (int64 species index) and ``<split>_windows.csv`` (the recording
@@ -15,10 +16,12 @@ import functools
 import multiprocessing
 import os
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,9 +35,12 @@ from speciesclf.features.mfcc import FeatureConfig, Standardizer
 from speciesclf.files import read_json, save_npy, write_csv, write_json
 from speciesclf.progress import progress
 
-__all__ = ["PRETRAINED", "featurize", "load_split", "recording_features", "window_positions"]
+__all__ = ["FeatureStore", "StoreFacts", "featurize", "recording_features"]
 
-PRETRAINED = "pretrained.json"  # a pretrained front end's name, version and checksum (BirdNET's features only)
+_FEATURES = "features.json"  # the feature settings: a folder with them holds a feature store
+_NORM = "norm.json"  # the training split's per-band statistics
+_LABELS = "labels.json"  # the species (in index order) and the training windows of each
+_PRETRAINED = "pretrained.json"  # a pretrained front end's name, version and checksum (BirdNET's features only)
 
 
 @functools.lru_cache(maxsize=4)
@@ -102,7 +108,7 @@ def featurize(
     with a hop of one clip, so each part of a recording is scored once. ``workers`` processes decode and resample
     (default: one per core); the result is byte-identical for any number. Returns windows per split.
     """
-    manifest, out_dir = Path(manifest), Path(out_dir)
+    manifest, store = Path(manifest), FeatureStore(out_dir)
     clips = read_manifest(manifest)
     species = sorted({c.label for c in clips if c.split == "train"})
     index = {label: i for i, label in enumerate(species)}
@@ -114,15 +120,12 @@ def featurize(
         for clip in split_clips:
             if clip.label not in index:
                 raise ValueError(f"{manifest}: species {clip.label!r} is in {split} but not in train")
-        x, y = _featurize_split(split, split_clips, manifest.parent, index, config, workers, out_dir)
+        x, y = _featurize_split(split, split_clips, manifest.parent, index, config, workers, store)
         counts[split] = len(y)
         if split == "train":
             train_counts = np.bincount(y, minlength=len(species)).tolist()
-            write_json(out_dir / "norm.json", Standardizer.fit(x).to_dict())
-    write_json(out_dir / "labels.json", {"species": species, "train_counts": train_counts})
-    write_json(out_dir / "features.json", config.to_dict())
-    if config.front_end == "birdnet":  # which pretrained model made them, for each model's card
-        write_json(out_dir / PRETRAINED, pretrained())
+            store.write_norm(Standardizer.fit(x))
+    store.write_facts(species, train_counts, config)
     return counts
 
 
@@ -145,9 +148,9 @@ def _featurize_split(
     index: dict[str, int],
     config: FeatureConfig,
     workers: int,
-    out_dir: Path,
+    store: FeatureStore,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Write ``<split>_x.npy``, ``<split>_y.npy`` and ``<split>_windows.csv``; returns the features and labels."""
+    """Featurize and write one split's windows; returns the features and labels."""
     hop_seconds = config.train_hop_seconds if split == "train" else config.clip_seconds
     hop = max(1, round(hop_seconds * config.sample_rate))
     feats, ys, rows = [], [], []
@@ -159,9 +162,7 @@ def _featurize_split(
         rows += [(clip.recording_id, clip.path, k) for k in range(len(f))]
     x = np.concatenate(feats) if feats else np.zeros((0, config.bands, config.frames), np.float32)
     y = np.asarray(ys, dtype=np.int64)
-    save_npy(out_dir / f"{split}_x.npy", x)
-    save_npy(out_dir / f"{split}_y.npy", y)
-    write_csv(out_dir / f"{split}_windows.csv", ("recording_id", "path", "window"), rows)
+    store.write_split(split, x, y, rows)
     return x, y
 
 
@@ -170,22 +171,101 @@ def _resolve(base: Path, path: str) -> Path:
     return p if p.is_absolute() else base / p
 
 
-def load_split(features_dir: str | os.PathLike[str], split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Standardised features, labels and the recording id of each window of one split."""
-    d = Path(features_dir)
-    norm = Standardizer.from_dict(read_json(d / "norm.json"))
-    x = norm(np.load(d / f"{split}_x.npy", mmap_mode="r"))
-    y = np.load(d / f"{split}_y.npy")
-    recordings = [row["recording_id"] for row in _windows(d, split)]
-    return x, y, recordings
+@dataclass(frozen=True)
+class StoreFacts:
+    """What a model's card records of the features it learnt from: species, training windows per species, the
+    feature settings and normalisation (as written) and the pretrained model behind the features (if any). Read
+    from a store (:attr:`FeatureStore.facts`), or made for windows featurized in memory (``select``)."""
+
+    species: list[str]
+    train_counts: list[int]
+    features: dict[str, Any]
+    norm: dict[str, Any]
+    pretrained: dict[str, Any] | None = None
+
+    @property
+    def train_hop_frames(self) -> int:
+        """The training hop in feature frames: how far a random crop may move a window."""
+        f = self.features
+        return round(f["train_hop_seconds"] * f["sample_rate"] / f["hop_length"])
 
 
-def window_positions(features_dir: str | os.PathLike[str], split: str) -> tuple[list[str], list[int]]:
-    """The audio file of each window of one split and the window's position in it (0 = the file's first)."""
-    rows = _windows(Path(features_dir), split)
-    return [row["path"] for row in rows], [int(row["window"]) for row in rows]
+class FeatureStore:
+    """A feature store's folder; the one reader and writer of its files (layout: this module's docstring)."""
 
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
 
-def _windows(features_dir: Path, split: str) -> list[dict[str, str]]:
-    with open(features_dir / f"{split}_windows.csv", newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+    def exists(self) -> bool:
+        """Whether the folder holds a feature store (its settings file)."""
+        return (self.path / _FEATURES).is_file()
+
+    @functools.cached_property
+    def features(self) -> dict[str, Any]:
+        """The feature settings as written (a model's card keeps them so; compared with a card's as they are)."""
+        return read_json(self.path / _FEATURES)
+
+    @property
+    def config(self) -> FeatureConfig:
+        return FeatureConfig.from_dict(self.features)
+
+    @functools.cached_property
+    def _labels(self) -> dict[str, Any]:
+        return read_json(self.path / _LABELS)
+
+    @property
+    def species(self) -> list[str]:
+        """The species, in the order of their indices."""
+        return self._labels["species"]
+
+    @functools.cached_property
+    def _norm(self) -> dict[str, Any]:
+        return read_json(self.path / _NORM)
+
+    @property
+    def norm(self) -> Standardizer:
+        """The training split's standardisation, applied to every split."""
+        return Standardizer.from_dict(self._norm)
+
+    @property
+    def facts(self) -> StoreFacts:
+        pretrained_file = self.path / _PRETRAINED
+        return StoreFacts(
+            self.species,
+            self._labels["train_counts"],
+            self.features,
+            self._norm,
+            read_json(pretrained_file) if pretrained_file.exists() else None,
+        )
+
+    def load_split(self, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Standardised features, labels and the recording id of each window of one split."""
+        x = self.norm(np.load(self.path / f"{split}_x.npy", mmap_mode="r"))
+        y = np.load(self.path / f"{split}_y.npy")
+        recordings = [row["recording_id"] for row in self._windows(split)]
+        return x, y, recordings
+
+    def window_positions(self, split: str) -> tuple[list[str], list[int]]:
+        """The audio file of each window of one split and the window's position in it (0 = the file's first)."""
+        rows = self._windows(split)
+        return [row["path"] for row in rows], [int(row["window"]) for row in rows]
+
+    def _windows(self, split: str) -> list[dict[str, str]]:
+        with open(self.path / f"{split}_windows.csv", newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+
+    def write_split(self, split: str, x: np.ndarray, y: np.ndarray, rows: Iterable[tuple[str, str, int]]) -> None:
+        """One split's features, labels, and each window's recording id, audio file and position in it."""
+        save_npy(self.path / f"{split}_x.npy", x)
+        save_npy(self.path / f"{split}_y.npy", y)
+        write_csv(self.path / f"{split}_windows.csv", ("recording_id", "path", "window"), rows)
+
+    def write_norm(self, norm: Standardizer) -> None:
+        write_json(self.path / _NORM, norm.to_dict())
+
+    def write_facts(self, species: list[str], train_counts: list[int], config: FeatureConfig) -> None:
+        """The species and their training windows, the settings, and which pretrained model made the features."""
+        write_json(self.path / _LABELS, {"species": species, "train_counts": train_counts})
+        write_json(self.path / _FEATURES, config.to_dict())
+        if config.front_end == "birdnet":  # which pretrained model made them, for each model's card
+            write_json(self.path / _PRETRAINED, pretrained())

@@ -7,6 +7,7 @@ r"""Losses for long-tailed species classification.
 * :func:`inverse_frequency_weights` / :class:`ClassWeightedCrossEntropy`: inverse-class-frequency weighted
   cross-entropy (the study's Phase 1).
 * :func:`adjust_logits`: post-hoc logit adjustment at prediction time (Menon et al., 2021).
+* :func:`build_loss`: the loss module a run's loss spec names (:func:`speciesclf.runs.loss_recipe`).
 
 Shapes: ``logits`` is ``(N, C)`` floating point, ``target`` is ``(N,)`` int64 with values in ``[0, C)``,
 ``class_counts`` is ``(C,)`` (training samples per class, each finite and > 0). Every loss returns a
@@ -89,11 +90,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from speciesclf.choices import LOSSES
 
 __all__ = [
     "BalancedSoftmaxLoss",
@@ -102,6 +105,7 @@ __all__ = [
     "LogitAdjustedLoss",
     "adjust_logits",
     "balanced_softmax_loss",
+    "build_loss",
     "effective_number_weights",
     "focal_loss",
     "inverse_frequency_weights",
@@ -663,3 +667,33 @@ class ClassWeightedCrossEntropy(nn.Module):
         if self.label_smoothing:
             parts.append(f"label_smoothing={self.label_smoothing:g}")
         return ", ".join(parts)
+
+
+def build_loss(loss: dict[str, Any] | None, train_counts: Sequence[int]) -> nn.Module:
+    """The training loss a ``loss`` params mapping names; ``None`` → cross-entropy (the study's baseline).
+
+    ``name`` (default ``focal``, the study's Phases 2A/2B) is one of :data:`LOSSES`; each reads its own keys, and
+    every one reads ``label_smoothing``: ``focal`` γ ``gamma``, ``alpha`` (a number, ``'balanced'`` for Cui et al.
+    weights with ``beta``, or null); ``class_weighted`` (Phase 1) ``power`` of the inverse class frequency;
+    ``logit_adjusted`` (Menon et al. 2021) ``tau``; ``balanced_softmax`` (Ren et al. 2020) none. The class
+    frequencies are ``train_counts``, the training windows per species.
+    """
+    if loss is None:
+        return nn.CrossEntropyLoss()
+    name = loss.get("name", "focal")
+    smoothing = float(loss.get("label_smoothing", 0.0))
+    if name == "cross_entropy":
+        return nn.CrossEntropyLoss(label_smoothing=smoothing)
+    if name == "class_weighted":
+        return ClassWeightedCrossEntropy(train_counts, power=float(loss.get("power", 1.0)), label_smoothing=smoothing)
+    if name == "logit_adjusted":
+        return LogitAdjustedLoss(train_counts, tau=float(loss.get("tau", 1.0)), label_smoothing=smoothing)
+    if name == "balanced_softmax":
+        return BalancedSoftmaxLoss(train_counts, label_smoothing=smoothing)
+    if name != "focal":
+        raise ValueError(f"loss.name: got {name!r}; expected one of {', '.join(LOSSES)}")
+    common = {"gamma": float(loss["gamma"]), "label_smoothing": smoothing}
+    if loss.get("alpha") == "balanced":
+        return FocalLoss.balanced(train_counts, beta=float(loss.get("beta", 0.999)), **common)
+    alpha = loss.get("alpha")
+    return FocalLoss(alpha=None if alpha is None else float(alpha), **common)

@@ -38,14 +38,14 @@ from speciesclf.data.manifest import read_manifest
 from speciesclf.evaluation.metrics import classification_metrics
 from speciesclf.features.birdnet import BirdNETError, pretrained
 from speciesclf.features.mfcc import FeatureConfig, Standardizer
-from speciesclf.features.store import recording_features
+from speciesclf.features.store import StoreFacts, recording_features
 from speciesclf.models.saved import save_ensemble, save_model
 from speciesclf.predictor import Predictor
 from speciesclf.selection.folds import recording_folds
 from speciesclf.selection.recipe import Candidate, Recipe, RecipeError
 from speciesclf.thresholds import fit_thresholds
 from speciesclf.training.augment import AugmentConfig, WindowChain
-from speciesclf.training.train import StoreFacts, Windows, train_hop_frames, train_windows
+from speciesclf.training.train import Windows, train_windows
 from speciesclf.training.trainer import TrainConfig
 
 __all__ = ["Pool", "select"]
@@ -258,14 +258,14 @@ def _train(
     x = np.concatenate([feats.train[i] for i in files])
     labels = np.concatenate([np.full(len(feats.train[i]), y[feats.recording[i]]) for i in files])
     norm = Standardizer.fit(x)
+    counts = np.bincount(labels, minlength=len(species)).tolist()
+    facts = StoreFacts(species, counts, feats.config.to_dict(), norm.to_dict(), _pretrained(feats))
     augment = AugmentConfig(**c.augment)
     chain = None
     if augment.random_crop:
         names = [str(i) for i in files for _ in range(len(feats.train[i]))]
         positions = [k for i in files for k in range(len(feats.train[i]))]
-        chain = WindowChain.from_windows(names, positions, train_hop_frames(feats.config.to_dict()))
-    counts = np.bincount(labels, minlength=len(species)).tolist()
-    facts = StoreFacts(species, counts, feats.config.to_dict(), norm.to_dict(), _pretrained(feats))
+        chain = WindowChain.from_windows(names, positions, facts.train_hop_frames)
     train = {k: v for k, v in recipe.train.items() if k not in ("threads", "processes")}
     config = TrainConfig(**train, seed=seed)
     run = train_windows(

@@ -14,11 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from speciesclf.choices import LOSSES
-from speciesclf.features.store import PRETRAINED, load_split, window_positions
-from speciesclf.files import read_json
+from speciesclf.features.store import FeatureStore, StoreFacts
 from speciesclf.models.cnn import build_model
-from speciesclf.models.losses import BalancedSoftmaxLoss, ClassWeightedCrossEntropy, FocalLoss, LogitAdjustedLoss
+from speciesclf.models.losses import build_loss
 from speciesclf.thresholds import fit_thresholds
 from speciesclf.training import distributed
 from speciesclf.training.augment import AugmentConfig, DecibelScale, WindowChain
@@ -26,12 +24,9 @@ from speciesclf.training.checkpoint import TrainingState, code_files, fingerprin
 from speciesclf.training.trainer import EpochStats, TrainConfig, Trainer, TrainResult
 
 __all__ = [
-    "StoreFacts",
     "TrainedRun",
     "Windows",
-    "build_loss",
     "resources",
-    "train_hop_frames",
     "train_model",
     "train_windows",
     "window_proba",
@@ -48,36 +43,6 @@ class TrainedRun:
     resources: dict[str, Any] = field(default_factory=dict)  # what the run took (see :func:`resources`)
 
 
-def build_loss(loss: dict[str, Any] | None, train_counts: Sequence[int]) -> nn.Module:
-    """The training loss a ``loss`` params mapping names; ``None`` → cross-entropy (the study's baseline).
-
-    ``name`` (default ``focal``, the study's Phases 2A/2B) is one of :data:`LOSSES`; each reads its own keys, and
-    every one reads ``label_smoothing``: ``focal`` γ ``gamma``, ``alpha`` (a number, ``'balanced'`` for Cui et al.
-    weights with ``beta``, or null); ``class_weighted`` (Phase 1) ``power`` of the inverse class frequency;
-    ``logit_adjusted`` (Menon et al. 2021) ``tau``; ``balanced_softmax`` (Ren et al. 2020) none. The class
-    frequencies are ``train_counts``, the training windows per species.
-    """
-    if loss is None:
-        return nn.CrossEntropyLoss()
-    name = loss.get("name", "focal")
-    smoothing = float(loss.get("label_smoothing", 0.0))
-    if name == "cross_entropy":
-        return nn.CrossEntropyLoss(label_smoothing=smoothing)
-    if name == "class_weighted":
-        return ClassWeightedCrossEntropy(train_counts, power=float(loss.get("power", 1.0)), label_smoothing=smoothing)
-    if name == "logit_adjusted":
-        return LogitAdjustedLoss(train_counts, tau=float(loss.get("tau", 1.0)), label_smoothing=smoothing)
-    if name == "balanced_softmax":
-        return BalancedSoftmaxLoss(train_counts, label_smoothing=smoothing)
-    if name != "focal":
-        raise ValueError(f"loss.name: got {name!r}; expected one of {', '.join(LOSSES)}")
-    common = {"gamma": float(loss["gamma"]), "label_smoothing": smoothing}
-    if loss.get("alpha") == "balanced":
-        return FocalLoss.balanced(train_counts, beta=float(loss.get("beta", 0.999)), **common)
-    alpha = loss.get("alpha")
-    return FocalLoss(alpha=None if alpha is None else float(alpha), **common)
-
-
 @dataclass(frozen=True)
 class Windows:
     """What a run trains on, in memory: standardised features ``(n, bands, frames)``, species indices ``(n,)``, and
@@ -86,30 +51,6 @@ class Windows:
     x: np.ndarray
     y: np.ndarray
     chain: WindowChain | None = None
-
-
-@dataclass(frozen=True)
-class StoreFacts:
-    """A feature store's facts that go into a model's card: species, training counts, settings, normalisation and
-    the pretrained model behind the features (if any)."""
-
-    species: list[str]
-    train_counts: list[int]
-    features: dict[str, Any]
-    norm: dict[str, Any]
-    pretrained: dict[str, Any] | None = None
-
-    @classmethod
-    def read(cls, features_dir: Path) -> StoreFacts:
-        labels = read_json(features_dir / "labels.json")
-        path = features_dir / PRETRAINED
-        return cls(
-            labels["species"],
-            labels["train_counts"],
-            read_json(features_dir / "features.json"),
-            read_json(features_dir / "norm.json"),
-            read_json(path) if path.exists() else None,
-        )
 
 
 def train_model(
@@ -133,12 +74,12 @@ def train_model(
     detection thresholds fitted on the validation windows go into the card. Under DDP
     (:mod:`speciesclf.training.distributed`) every rank calls this and trains in step.
     """
-    features_dir = Path(features_dir)
-    facts = StoreFacts.read(features_dir)
-    x_train, y_train, _ = load_split(features_dir, "train")
-    x_val, y_val, _ = load_split(features_dir, "val")
-    chain = _window_chain(features_dir) if augment is not None and augment.random_crop else None
-    fingerprint_of = functools.partial(_fingerprint, features_dir=features_dir, code=code)
+    store = FeatureStore(features_dir)
+    facts = store.facts
+    x_train, y_train, _ = store.load_split("train")
+    x_val, y_val, _ = store.load_split("val")
+    chain = _window_chain(store, facts) if augment is not None and augment.random_crop else None
+    fingerprint_of = functools.partial(_fingerprint, features_dir=store.path, code=code)
     run = train_windows(
         Windows(x_train, y_train, chain),
         Windows(x_val, y_val),
@@ -275,15 +216,9 @@ def _decibel_scale(norm: dict[str, Any]) -> DecibelScale:
     return DecibelScale(torch.tensor(norm["mean"]), torch.tensor(norm["std"]))
 
 
-def _window_chain(features_dir: Path) -> WindowChain:
+def _window_chain(store: FeatureStore, facts: StoreFacts) -> WindowChain:
     """How the training windows continue one another, for a random crop."""
-    feats = read_json(features_dir / "features.json")
-    return WindowChain.from_windows(*window_positions(features_dir, "train"), train_hop_frames(feats))
-
-
-def train_hop_frames(features: dict[str, Any]) -> int:
-    """The training hop in feature frames: how far a random crop may move a window."""
-    return round(features["train_hop_seconds"] * features["sample_rate"] / features["hop_length"])
+    return WindowChain.from_windows(*store.window_positions("train"), facts.train_hop_frames)
 
 
 def _fingerprint(run: dict[str, Any], features_dir: Path, code: Sequence[str | os.PathLike[str]]) -> str:

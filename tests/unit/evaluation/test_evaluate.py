@@ -27,7 +27,7 @@ from speciesclf.evaluation.evaluate import (
 )
 from speciesclf.evaluation.metrics import classification_metrics
 from speciesclf.features.mfcc import FeatureConfig
-from speciesclf.features.store import featurize, load_split
+from speciesclf.features.store import FeatureStore, featurize
 from speciesclf.models.saved import load_model, save_model
 from speciesclf.params import validate
 from speciesclf.training.train import train_model
@@ -82,7 +82,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
 def _proba(member: Member) -> tuple[np.ndarray, np.ndarray]:
     """The member's test probabilities computed here, independently of the evaluation code."""
     model = load_model(member.model_dir)
-    x, y, _ = load_split(member.features_dir, "test")
+    x, y, _ = FeatureStore(member.features_dir).load_split("test")
     with torch.no_grad():
         return torch.softmax(model.network(torch.as_tensor(np.asarray(x))).double(), dim=1).numpy(), y
 
@@ -133,7 +133,7 @@ def test_members_cutting_other_windows_are_averaged_per_recording(runs: Runs) ->
     by_recording = []
     for member in (runs.mfcc, runs.short):
         p, y = _proba(member)
-        _, _, recordings = load_split(member.features_dir, "test")
+        _, _, recordings = FeatureStore(member.features_dir).load_split("test")
         ids = sorted(set(recordings))
         by_recording.append(np.stack([p[[r == i for r in recordings]].mean(axis=0) for i in ids]))
         labels = [int(y[recordings.index(i)]) for i in ids]

@@ -22,8 +22,7 @@ import torch
 from speciesclf.data.audio import load_mono, windows
 from speciesclf.features.birdnet import EMBEDDING_SIZE, BirdNETError, BirdNETExtractor, model_path, pretrained
 from speciesclf.features.mfcc import FeatureConfig
-from speciesclf.features.store import featurize, load_split
-from speciesclf.files import read_json
+from speciesclf.features.store import FeatureStore, featurize
 from speciesclf.models.cnn import build_model
 from speciesclf.models.heads import EmbeddingLinear, EmbeddingMLP
 from speciesclf.models.saved import save_model
@@ -198,15 +197,15 @@ def test_a_time_expanded_store_holds_embeddings_of_the_slowed_recordings(recordi
 
 @needs_extra
 def test_featurize_stores_normalised_embeddings_and_which_model_made_them(store: Path) -> None:
-    x, y, recs = load_split(store, "train")
+    x, y, recs = FeatureStore(store).load_split("train")
     raw = np.load(store / "train_x.npy")
     assert raw.shape == (len(y), EMBEDDING_SIZE, 1) and len(set(recs)) == 6
     # 4 + 5 s recordings at a 1.5 s hop: 2 + 3 windows (the last aligned to the end) per species
     assert np.bincount(y).tolist() == [5, 5, 5]
     np.testing.assert_allclose(x.mean(axis=(0, 2)), 0, atol=1e-4)  # standardised with the training split's own ...
-    norm = read_json(store / "norm.json")
-    np.testing.assert_allclose(norm["mean"], raw.mean(axis=(0, 2)), rtol=1e-5, atol=1e-6)  # ... statistics
-    assert read_json(store / "pretrained.json") == pretrained()
+    facts = FeatureStore(store).facts
+    np.testing.assert_allclose(facts.norm["mean"], raw.mean(axis=(0, 2)), rtol=1e-5, atol=1e-6)  # ... statistics
+    assert facts.pretrained == pretrained()
     assert pretrained()["sha256"] == __import__("hashlib").sha256(model_path().read_bytes()).hexdigest()
 
 

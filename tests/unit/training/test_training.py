@@ -426,7 +426,7 @@ def _by_hand(name: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("name", ["cross_entropy", "focal", "class_weighted", "logit_adjusted", "balanced_softmax"])
 def test_build_loss_makes_the_loss_its_name_and_keys_ask_for(name: str) -> None:
-    from speciesclf.training.train import build_loss
+    from speciesclf.models.losses import build_loss
 
     keys = {
         "focal": {"gamma": 2.0, "alpha": 0.25},
@@ -439,8 +439,7 @@ def test_build_loss_makes_the_loss_its_name_and_keys_ask_for(name: str) -> None:
 
 
 def test_build_loss_without_a_name_is_the_studys_focal_loss_and_a_bad_name_is_refused() -> None:
-    from speciesclf.models.losses import FocalLoss
-    from speciesclf.training.train import build_loss
+    from speciesclf.models.losses import FocalLoss, build_loss
 
     assert isinstance(build_loss({"gamma": 2.0, "alpha": 0.25, "beta": 0.999}, COUNTS), FocalLoss)
     with pytest.raises(ValueError, match=r"^loss\.name: got 'focall'; expected one of cross_entropy, focal, "):
