@@ -39,12 +39,13 @@ import torch
 
 from bench_portable import bench_portable
 from bench_predict import MODELS, bench_predict, bench_predict_memory
-from speciesclf.features.mfcc import FeatureConfig
+from speciesclf.features.config import FeatureConfig
 from speciesclf.features.store import featurize
 from speciesclf.files import write_json
 from speciesclf.models.cnn import build_model
 from speciesclf.training.augment import AugmentConfig, Augmenter, Batch, DecibelScale, WindowChain
-from speciesclf.training.trainer import EpochStats, TrainConfig, Trainer, resolve_precision
+from speciesclf.training.config import TrainConfig
+from speciesclf.training.trainer import EpochStats, Trainer, resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 PREDICT_KEYS = (*(f"predict.{m}" for m in MODELS), "predict_memory")

@@ -27,7 +27,8 @@ def child(precision: str) -> float:
     """Seconds of the second of two Trainer epochs on fixed random data, in ``precision``."""
     from speciesclf.models.cnn import build_model
     from speciesclf.portable import pin
-    from speciesclf.training.trainer import TrainConfig, Trainer
+    from speciesclf.training.config import TrainConfig
+    from speciesclf.training.trainer import Trainer
 
     pin(precision)
     rng = np.random.default_rng(0)

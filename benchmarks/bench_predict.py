@@ -24,8 +24,8 @@ import soundfile as sf
 import torch
 
 from speciesclf.data.audio import windows
+from speciesclf.features.config import FeatureConfig, Standardizer
 from speciesclf.features.frontends import extractor
-from speciesclf.features.mfcc import FeatureConfig, Standardizer
 from speciesclf.models.cnn import build_model
 from speciesclf.models.saved import save_model
 from speciesclf.predictor import BATCH_WINDOWS, Predictor

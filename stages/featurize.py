@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 from speciesclf.cli import run_stage
-from speciesclf.features.mfcc import FeatureConfig
+from speciesclf.features.config import FeatureConfig
 from speciesclf.features.store import featurize
 from speciesclf.files import atomic_dir
 from speciesclf.params import load_params, phase3_features

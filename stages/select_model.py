@@ -10,11 +10,12 @@ import dataclasses
 import json
 from pathlib import Path
 
+from speciesclf.choices import PORTABLE
 from speciesclf.cli import run_stage
 from speciesclf.files import atomic_dir, write_text
 from speciesclf.models.cnn import MODELS
 from speciesclf.params import load_params
-from speciesclf.portable import PORTABLE, pin
+from speciesclf.portable import pin
 from speciesclf.selection.recipe import augment_keys_of, load_recipe
 from speciesclf.selection.report import render_markdown
 from speciesclf.selection.select import select

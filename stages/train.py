@@ -33,8 +33,9 @@ from speciesclf.runs import GAMMA_SWEEP, PHASE3, PHASES, loss_recipe, phase3_run
 from speciesclf.thresholds import rule_of
 from speciesclf.training import distributed
 from speciesclf.training.augment import AugmentConfig
+from speciesclf.training.config import TrainConfig
 from speciesclf.training.train import train_model
-from speciesclf.training.trainer import EpochStats, TrainConfig, resolve_device, set_threads
+from speciesclf.training.trainer import EpochStats, resolve_device, set_threads
 
 CURVES = ("train_loss", "val_loss", "val_accuracy", "val_f1_macro", "lr", "seconds", "peak_memory_mb")
 

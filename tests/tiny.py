@@ -11,12 +11,12 @@ import soundfile as sf
 import yaml
 
 from speciesclf.data.prepare import prepare
-from speciesclf.features.mfcc import FeatureConfig
+from speciesclf.features.config import FeatureConfig
 from speciesclf.features.store import featurize
 from speciesclf.models.saved import save_model
 from speciesclf.params import validate
+from speciesclf.training.config import TrainConfig
 from speciesclf.training.train import train_model
-from speciesclf.training.trainer import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000

@@ -1,14 +1,33 @@
 """The names params choose among, in one torch-free module: params.py validates them, the features and training
-code build what they name, and neither keeps its own copy of the list."""
+code build what they name, and neither keeps its own copy of the list. Beside them, what a pretrained front end
+fixes (its audio, its embedding's size)."""
 
 from __future__ import annotations
 
-__all__ = ["FRONT_ENDS", "LOSSES", "PRETRAINED_AUDIO"]
+__all__ = [
+    "AUDIO_FORMATS",
+    "BIRDNET_EMBEDDING_SIZE",
+    "DEVICES",
+    "FRONT_ENDS",
+    "LOSSES",
+    "PORTABLE",
+    "PRECISIONS",
+    "PRETRAINED_AUDIO",
+    "THRESHOLD_RULES",
+]
 
 FRONT_ENDS = ("mfcc", "logmel", "pcen", "birdnet")  # features.front_end (birdnet: the optional extra)
 
 # a pretrained front end takes the audio it was trained on and nothing else: its features keys fixed to these
 PRETRAINED_AUDIO: dict[str, dict[str, float]] = {"birdnet": {"sample_rate": 48000, "clip_seconds": 3.0}}
+BIRDNET_EMBEDDING_SIZE = 1024  # values in a BirdNET V2.4 embedding: the birdnet front end's bands
+
+DEVICES = ("auto", "cpu", "cuda", "mps")  # train.device
+PORTABLE = "portable"  # the precision that gives the same bytes on any x86-64 CPU (speciesclf.portable)
+PRECISIONS = ("auto", "fp32", "bf16", PORTABLE)  # train.precision
+
+THRESHOLD_RULES = ("fbeta", "precision")  # detect.threshold_rule (speciesclf.thresholds)
+AUDIO_FORMATS = ("wav", "flac")  # synthetic.audio_format
 
 # loss name -> the keys of its params section it reads besides label_smoothing (focal's alpha and beta exist only
 # in the study's `loss` section; phase 3's focal loss runs without α)

@@ -5,7 +5,6 @@ one line naming the key and what is allowed (a typo passed with ``dvc exp run -S
 from __future__ import annotations
 
 import copy
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -14,8 +13,11 @@ from typing import Any
 
 import yaml
 
-from speciesclf.choices import FRONT_ENDS, LOSSES, PRETRAINED_AUDIO
+from speciesclf.choices import AUDIO_FORMATS, DEVICES, FRONT_ENDS, LOSSES, PRECISIONS, THRESHOLD_RULES
+from speciesclf.features.config import FEATURE_LIMITS, FeatureConfig, broken_feature_rule
+from speciesclf.limits import Limit, one_of, refusal
 from speciesclf.runs import GROUPS, runs_of
+from speciesclf.training.config import TRAIN_LIMITS
 
 __all__ = ["ParamsError", "check_features", "check_section", "load_params", "phase3_features", "validate"]
 
@@ -38,26 +40,21 @@ class Rule:
     default: Any = _REQUIRED
 
 
-def _num(lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False) -> Rule:
-    def ok(v: Any) -> bool:
-        if not math.isfinite(v):
-            return False
-        if lo is not None and (v <= lo if lo_open else v < lo):
-            return False
-        return not (hi is not None and (v >= hi if hi_open else v > hi))
+def _limited(limit: Limit) -> Rule:
+    """The rule of a key whose value is a number within ``limit``."""
+    return Rule((int,) if limit.integer else (int, float), limit.admits, limit.rule, optional=limit.optional)
 
-    lo_s = "" if lo is None else f"{'>' if lo_open else '>='} {lo}"
-    hi_s = "" if hi is None else f"{'<' if hi_open else '<='} {hi}"
-    return Rule((int, float), ok, "a number " + " and ".join(s for s in (lo_s, hi_s) if s))
+
+def _num(lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False) -> Rule:
+    return _limited(Limit(lo, hi, lower_open=lo_open, upper_open=hi_open))
 
 
 def _int(lo: int | None = None, hi: int | None = None) -> Rule:
-    rng = " and ".join(s for s in (lo is not None and f">= {lo}", hi is not None and f"<= {hi}") if s)
-    return Rule((int,), lambda v: (lo is None or v >= lo) and (hi is None or v <= hi), f"an integer {rng}".strip())
+    return _limited(Limit(lo, hi, integer=True))
 
 
 def _choice(*options: str) -> Rule:
-    return Rule((str,), lambda v: v in options, f"one of {', '.join(options)}")
+    return Rule((str,), lambda v: v in options, one_of(options))
 
 
 def _gammas(v: list[Any]) -> bool:
@@ -77,6 +74,17 @@ def _seeds(v: list[Any]) -> bool:
 # validating params needs no torch and no stage depends on the models' code through this module
 _MODEL = Rule((str,), lambda v: bool(v.strip()), "a model name (see speciesclf.models.cnn.MODELS)")
 _BOOL = Rule((bool,), allowed="true or false")
+
+
+def _features_rules() -> dict[str, Rule]:
+    """The ``features`` section: FeatureConfig's keys, each with its limit (the rules between keys: validate)."""
+    rules = {"front_end": _choice(*FRONT_ENDS), **{key: _limited(limit) for key, limit in FEATURE_LIMITS.items()}}
+    # added after params files were in use: an older file reads as FeatureConfig's default, which it gave
+    rules["time_expansion"] = replace(rules["time_expansion"], default=FeatureConfig.time_expansion)
+    return rules
+
+
+_TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "patience")  # TrainConfig's in params
 
 SCHEMA: dict[str, Any] = {
     "seed": _int(0, 2**32 - 1),
@@ -103,22 +111,9 @@ SCHEMA: dict[str, Any] = {
         ),
         "distractor_prob": _num(0, 1),
         "confusable_fraction": _num(0, 1),
-        "audio_format": _choice("wav", "flac"),
+        "audio_format": _choice(*AUDIO_FORMATS),
     },
-    "features": {
-        "front_end": _choice(*FRONT_ENDS),
-        "sample_rate": _int(8000, 384000),
-        "clip_seconds": _num(0.1, 60),
-        "train_hop_seconds": _num(0, 60, lo_open=True),
-        "n_mfcc": _int(1, 128),
-        "n_fft": _int(16, 65536),
-        "hop_length": _int(1, 65536),
-        "n_mels": _int(1, 512),
-        "f_min": _num(0),
-        "f_max": Rule((int, float), lambda v: v > 0, "a positive number or null", optional=True),
-        "pcen_time_constant": _num(0, 60, lo_open=True),
-        "time_expansion": replace(_num(0.1, 16), default=1.0),
-    },
+    "features": _features_rules(),
     "split": {
         "val": _num(0, 1, lo_open=True, hi_open=True),
         "test": _num(0, 1, lo_open=True, hi_open=True),
@@ -144,14 +139,9 @@ SCHEMA: dict[str, Any] = {
         "phase3": _MODEL,
     },
     "train": {
-        "epochs": _int(1, 10000),
-        "batch_size": _int(1, 65536),
-        "lr": _num(0, 10, lo_open=True),
-        "weight_decay": _num(0, 10),
-        "warmup_epochs": _int(0, 10000),
-        "patience": _int(1, 10000),
-        "device": _choice("auto", "cpu", "cuda", "mps"),
-        "precision": _choice("auto", "fp32", "bf16", "portable"),
+        **{key: _limited(TRAIN_LIMITS[key]) for key in _TRAIN_KEYS},
+        "device": _choice(*DEVICES),
+        "precision": _choice(*PRECISIONS),
         "threads": _int(0, 1024),
         "processes": _int(1, 1024),
     },
@@ -185,7 +175,7 @@ SCHEMA: dict[str, Any] = {
     "ensemble": {"runs": Rule((list,), _groups, f"a list of distinct run groups from {', '.join(GROUPS)}")},
     "evaluate": {"rare_threshold": _int(1), "posthoc_tau": _num(0, 10)},
     "detect": {  # per-species detection thresholds, fitted by the stage that writes a model (speciesclf.thresholds)
-        "threshold_rule": replace(_choice("fbeta", "precision"), default="fbeta"),
+        "threshold_rule": replace(_choice(*THRESHOLD_RULES), default="fbeta"),
         "beta": replace(_num(0, 100, lo_open=True), default=2.0),
         "target_precision": replace(_num(0, 1, lo_open=True), default=0.9),
         "shrinkage": replace(_num(0, 100000), default=2.0),
@@ -247,7 +237,7 @@ def _walk(params: dict[str, Any], schema: dict[str, Any], prefix: str) -> None:
             continue
         bad_type = (isinstance(value, bool) and bool not in rule.types) or not isinstance(value, rule.types)
         if bad_type or not rule.check(value):
-            raise ParamsError(f"{name}: got {value!r}; allowed: {rule.allowed}")
+            raise ParamsError(refusal(name, value, rule.allowed))
 
 
 def validate(params: dict[str, Any]) -> dict[str, Any]:
@@ -286,23 +276,10 @@ def phase3_features(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_features(feats: dict[str, Any], section: str) -> None:
-    """The rules between ``features`` keys (``section`` names where the values came from)."""
-    for key, value in PRETRAINED_AUDIO.get(feats["front_end"], {}).items():
-        if feats[key] != value:
-            raise ParamsError(f"{section}.{key}: got {feats[key]}; the {feats['front_end']} front end takes {value:g}")
-    if feats["train_hop_seconds"] > feats["clip_seconds"]:
-        raise ParamsError(f"{section}.train_hop_seconds: must be <= {section}.clip_seconds (a larger hop skips audio)")
-    if feats["n_mfcc"] > feats["n_mels"]:
-        raise ParamsError(
-            f"{section}.n_mfcc: got {feats['n_mfcc']}; must be <= {section}.n_mels ({feats['n_mels']}): "
-            "the MFCCs are a cosine transform of the mel bands"
-        )
-    clip_samples = round(feats["clip_seconds"] * feats["sample_rate"])
-    if feats["n_fft"] // 2 >= clip_samples:
-        raise ParamsError(
-            f"{section}.n_fft: got {feats['n_fft']}; must be under twice the clip's {clip_samples} samples "
-            f"({section}.clip_seconds x {section}.sample_rate): the clip is padded by n_fft/2 on each side"
-        )
+    """The rules between ``features`` keys, FeatureConfig's (``section`` names where the values came from)."""
+    broken = broken_feature_rule(feats, section)
+    if broken is not None:
+        raise ParamsError(broken)
 
 
 def load_params(path: str | os.PathLike[str] = "params.yaml") -> dict[str, Any]:

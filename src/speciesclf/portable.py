@@ -24,9 +24,10 @@ import sys
 
 import torch
 
-__all__ = ["PINS", "PORTABLE", "ExactSqrtAdamW", "pin"]
+from speciesclf.choices import PORTABLE
 
-PORTABLE = "portable"
+__all__ = ["PINS", "ExactSqrtAdamW", "pin"]
+
 PINS = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"}
 
 

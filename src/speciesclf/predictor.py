@@ -18,8 +18,8 @@ import torch
 
 from speciesclf.data.audio import AudioError, stream_mono, stream_windows
 from speciesclf.features.birdnet import BirdNETError, pretrained
+from speciesclf.features.config import FeatureConfig
 from speciesclf.features.frontends import extractor
-from speciesclf.features.mfcc import FeatureConfig
 from speciesclf.files import read_json
 from speciesclf.models.saved import CARD, MEMBERS, SavedModel, load_members
 

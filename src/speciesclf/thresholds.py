@@ -35,9 +35,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RULES", "ThresholdsError", "fit_thresholds", "read_thresholds", "rule_of", "threshold_array"]
+from speciesclf.choices import THRESHOLD_RULES
+from speciesclf.limits import one_of
 
-RULES = ("fbeta", "precision")
+__all__ = ["ThresholdsError", "fit_thresholds", "read_thresholds", "rule_of", "threshold_array"]
 
 
 class ThresholdsError(ValueError):
@@ -86,8 +87,8 @@ def fit_thresholds(
 ) -> dict[str, Any]:
     """The thresholds block for a model: ``proba`` ``(windows, species)`` held-out window scores, ``y`` ``(windows,)``
     each window's species index."""
-    if rule not in RULES:
-        raise ValueError(f"rule: got {rule!r}; expected one of {', '.join(RULES)}")
+    if rule not in THRESHOLD_RULES:
+        raise ValueError(f"rule: got {rule!r}; expected {one_of(THRESHOLD_RULES)}")
     proba, y = np.asarray(proba, dtype=np.float64), np.asarray(y)
     onehot = y[:, None] == np.arange(len(species))[None, :]
     fallback = _fit_one(onehot.ravel(), proba.ravel(), rule, beta, target_precision)

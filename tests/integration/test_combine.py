@@ -18,12 +18,12 @@ import yaml
 from speciesclf.data.prepare import prepare
 from speciesclf.evaluation.evaluate import evaluate_ensemble
 from speciesclf.experiments.combine import candidates, main, parse_group
-from speciesclf.features.mfcc import FeatureConfig
+from speciesclf.features.config import FeatureConfig
 from speciesclf.features.store import featurize
 from speciesclf.models.saved import save_model
 from speciesclf.params import validate
+from speciesclf.training.config import TrainConfig
 from speciesclf.training.train import train_model
-from speciesclf.training.trainer import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 SR = 16000

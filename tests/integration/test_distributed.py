@@ -19,8 +19,9 @@ import torch.multiprocessing as mp
 from speciesclf.models.cnn import AudioCNN
 from speciesclf.models.saved import load_weights, save_weights
 from speciesclf.training import distributed
+from speciesclf.training.config import TrainConfig
 from speciesclf.training.distributed import World
-from speciesclf.training.trainer import TrainConfig, Trainer
+from speciesclf.training.trainer import Trainer
 
 
 @pytest.mark.parametrize("n,size", [(10, 1), (10, 2), (11, 2), (7, 3), (1, 2)])

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from speciesclf.features.config import FeatureConfig
 from speciesclf.models.cnn import MODELS
 from speciesclf.params import SCHEMA, ParamsError, load_params, phase3_features, validate
 
@@ -262,6 +263,7 @@ def test_unknown_top_level_key() -> None:
         ("features.pcen_time_constant", 0),
         ("features.time_expansion", 0),
         ("features.time_expansion", 32),
+        ("features.sample_rate", 16000.0),  # a float where an integer is required
         ("phase3.loss", "focall"),
         ("phase3.seeds", []),
         ("phase3.seeds", [1, 1]),
@@ -453,6 +455,41 @@ def test_load_params_typo_override(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(params), encoding="utf-8")
     with pytest.raises(ParamsError, match=r"loss\.gama"):
         load_params(path)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            {"train_hop_seconds": 6.0},
+            "features.train_hop_seconds: got 6.0; must be <= features.clip_seconds (5): a larger hop skips audio",
+        ),
+        (
+            {"hop_length": 1024},
+            "features.hop_length: got 1024; must be <= features.n_fft (512): a larger hop skips samples",
+        ),
+        (
+            {"f_max": 9000.0},
+            "features.f_max: got 9000.0; must be <= 8000, the Nyquist frequency of features.sample_rate",
+        ),
+        ({"f_min": 500.0, "f_max": 400}, "features.f_min: got 500.0; must be below features.f_max (400)"),
+        ({"f_min": 8000.0}, "features.f_min: got 8000.0; must be below the Nyquist frequency (8000)"),
+        (
+            {"clip_seconds": 0.1, "train_hop_seconds": 0.1, "n_fft": 4096},
+            "features.n_fft: got 4096; must be under twice the clip's 1600 samples (features.clip_seconds x "
+            "features.sample_rate): the clip is padded by n_fft/2 on each side",
+        ),
+        ({"front_end": "birdnet"}, "features.sample_rate: got 16000; the birdnet front end takes 48000"),
+    ],
+)
+def test_a_rule_between_feature_keys_is_feature_configs(override: dict[str, Any], message: str) -> None:
+    """params.py checks the rules between keys with FeatureConfig's function: the same rule, the same words."""
+    params = valid_params()
+    params["features"].update(override)
+    assert _error(params) == message
+    with pytest.raises(ValueError) as exc:
+        FeatureConfig(**params["features"])
+    assert str(exc.value) == message
 
 
 def test_n_mfcc_above_n_mels_names_the_rule() -> None:

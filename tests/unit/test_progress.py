@@ -18,11 +18,12 @@ import pytest
 import soundfile as sf
 
 from speciesclf import progress as progress_module
-from speciesclf.features.mfcc import FeatureConfig
+from speciesclf.features.config import FeatureConfig
 from speciesclf.features.store import featurize
 from speciesclf.models.cnn import AudioCNN
 from speciesclf.progress import progress
-from speciesclf.training.trainer import TrainConfig, Trainer
+from speciesclf.training.config import TrainConfig
+from speciesclf.training.trainer import Trainer
 from tiny import FREQS, SR, _train_tiny_model, tone
 
 # "featurize train: 100%|#####| 12/12 [00:02<00:00,  4.99 recording/s]": count, elapsed, time left and rate

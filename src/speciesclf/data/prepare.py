@@ -17,7 +17,7 @@ from typing import Any
 from speciesclf.data.audio import resampled_length, window_starts
 from speciesclf.data.manifest import SPLITS, Clip, assign_splits, read_manifest, write_manifest
 from speciesclf.data.sources import FileCheck, check_file, collect_csv, collect_folder
-from speciesclf.features.mfcc import FeatureConfig
+from speciesclf.features.config import FeatureConfig
 from speciesclf.files import atomic_dir, write_json
 from speciesclf.progress import progress
 

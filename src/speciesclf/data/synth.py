@@ -40,7 +40,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from speciesclf.choices import AUDIO_FORMATS
 from speciesclf.files import atomic_path, write_csv
+from speciesclf.limits import one_of
 
 __all__ = ["KINDS", "Species", "SynthConfig", "generate", "make_species", "species_counts"]
 
@@ -85,7 +87,7 @@ class SynthConfig:
             ("snr_db", len(self.snr_db) == 2 and self.snr_db[0] <= self.snr_db[1], "must be (low, high)"),
             ("distractor_prob", 0.0 <= self.distractor_prob <= 1.0, "must be in [0, 1]"),
             ("confusable_fraction", 0.0 <= self.confusable_fraction <= 1.0, "must be in [0, 1]"),
-            ("audio_format", self.audio_format in ("wav", "flac"), "must be 'wav' or 'flac'"),
+            ("audio_format", self.audio_format in AUDIO_FORMATS, f"must be {one_of(AUDIO_FORMATS)}"),
             ("seed", self.seed >= 0, "must be >= 0"),
         ]
         for field, ok, why in checks:

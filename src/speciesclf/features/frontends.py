@@ -1,7 +1,7 @@
 r"""Spectrogram front ends beside the study's MFCCs: log-mel and per-channel energy normalisation (PCEN).
 
 Both turn clips ``(n, clip_samples)`` into float32 ``(n, n_mels, frames)`` with the mel filterbank of a
-:class:`~speciesclf.features.mfcc.FeatureConfig` (``n_fft``, ``hop_length``, ``n_mels``, ``f_min``, ``f_max``), so
+:class:`~speciesclf.features.config.FeatureConfig` (``n_fft``, ``hop_length``, ``n_mels``, ``f_min``, ``f_max``), so
 they are drop-in replacements for :class:`~speciesclf.features.mfcc.MFCCExtractor` with ``n_mels`` bands.
 
 Log-mel: :math:`10 \log_{10}(\max(E, 10^{-10}))` of the mel power spectrogram :math:`E`. The floor is fixed rather
@@ -32,7 +32,8 @@ import torch
 import torchaudio
 
 from speciesclf.features.birdnet import BirdNETExtractor
-from speciesclf.features.mfcc import FeatureConfig, MFCCExtractor
+from speciesclf.features.config import FeatureConfig
+from speciesclf.features.mfcc import MFCCExtractor
 
 __all__ = ["Extractor", "LogMelExtractor", "PCENExtractor", "extractor", "pcen"]
 

@@ -30,8 +30,8 @@ from speciesclf import processes
 from speciesclf.data.audio import load_mono, windows
 from speciesclf.data.manifest import SPLITS, Clip, read_manifest
 from speciesclf.features.birdnet import pretrained
+from speciesclf.features.config import FeatureConfig, Standardizer
 from speciesclf.features.frontends import Extractor, extractor
-from speciesclf.features.mfcc import FeatureConfig, Standardizer
 from speciesclf.files import read_json, save_npy, write_csv, write_json
 from speciesclf.progress import progress
 

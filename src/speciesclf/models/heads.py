@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from speciesclf.features.birdnet import EMBEDDING_SIZE
+from speciesclf.choices import BIRDNET_EMBEDDING_SIZE
 
 __all__ = ["EmbeddingLinear", "EmbeddingMLP"]
 
@@ -25,8 +25,8 @@ class _EmbeddingHead(nn.Module):
         self.head = layers
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 3 or x.shape[1:] != (EMBEDDING_SIZE, 1):
-            raise ValueError(f"expected embeddings of shape (batch, {EMBEDDING_SIZE}, 1), got {tuple(x.shape)}")
+        if x.dim() != 3 or x.shape[1:] != (BIRDNET_EMBEDDING_SIZE, 1):
+            raise ValueError(f"expected embeddings of shape (batch, {BIRDNET_EMBEDDING_SIZE}, 1), got {tuple(x.shape)}")
         return self.head(x.flatten(1))
 
 
@@ -34,7 +34,7 @@ class EmbeddingLinear(_EmbeddingHead):
     """The linear probe: dropout on the input, then one linear layer to the species."""
 
     def __init__(self, n_classes: int, dropout: float = 0.2) -> None:
-        super().__init__(n_classes, nn.Sequential(nn.Dropout(dropout), nn.Linear(EMBEDDING_SIZE, n_classes)))
+        super().__init__(n_classes, nn.Sequential(nn.Dropout(dropout), nn.Linear(BIRDNET_EMBEDDING_SIZE, n_classes)))
 
 
 class EmbeddingMLP(_EmbeddingHead):
@@ -45,7 +45,7 @@ class EmbeddingMLP(_EmbeddingHead):
             n_classes,
             nn.Sequential(
                 nn.Dropout(dropout / 2),
-                nn.Linear(EMBEDDING_SIZE, hidden),
+                nn.Linear(BIRDNET_EMBEDDING_SIZE, hidden),
                 nn.ReLU(inplace=True),
                 nn.Dropout(dropout),
                 nn.Linear(hidden, n_classes),

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from speciesclf.features.mfcc import FeatureConfig, Standardizer
+from speciesclf.features.config import FeatureConfig, Standardizer
 from speciesclf.files import atomic_path, read_json, write_json
 from speciesclf.models.cnn import build_model
 

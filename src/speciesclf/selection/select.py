@@ -37,7 +37,7 @@ import torch
 from speciesclf.data.manifest import read_manifest
 from speciesclf.evaluation.metrics import classification_metrics
 from speciesclf.features.birdnet import BirdNETError, pretrained
-from speciesclf.features.mfcc import FeatureConfig, Standardizer
+from speciesclf.features.config import FeatureConfig, Standardizer
 from speciesclf.features.store import StoreFacts, recording_features
 from speciesclf.models.saved import save_ensemble, save_model
 from speciesclf.predictor import Predictor
@@ -45,8 +45,8 @@ from speciesclf.selection.folds import recording_folds
 from speciesclf.selection.recipe import Candidate, Recipe, RecipeError
 from speciesclf.thresholds import fit_thresholds
 from speciesclf.training.augment import AugmentConfig, WindowChain
+from speciesclf.training.config import TrainConfig
 from speciesclf.training.train import Windows, train_windows
-from speciesclf.training.trainer import TrainConfig
 
 __all__ = ["Pool", "select"]
 

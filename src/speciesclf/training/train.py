@@ -21,7 +21,8 @@ from speciesclf.thresholds import fit_thresholds
 from speciesclf.training import distributed
 from speciesclf.training.augment import AugmentConfig, DecibelScale, WindowChain
 from speciesclf.training.checkpoint import TrainingState, code_files, fingerprint
-from speciesclf.training.trainer import EpochStats, TrainConfig, Trainer, TrainResult
+from speciesclf.training.config import TrainConfig
+from speciesclf.training.trainer import EpochStats, Trainer, TrainResult
 
 __all__ = [
     "TrainedRun",

@@ -29,16 +29,17 @@ from sklearn.metrics import f1_score
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from speciesclf.portable import PORTABLE, ExactSqrtAdamW
+from speciesclf.choices import DEVICES, PORTABLE, PRECISIONS
+from speciesclf.portable import ExactSqrtAdamW
 from speciesclf.progress import progress
 from speciesclf.training import distributed
 from speciesclf.training.augment import AugmentConfig, Augmenter, DecibelScale, WindowChain
 from speciesclf.training.checkpoint import TrainingState
+from speciesclf.training.config import TrainConfig
 
 __all__ = [
     "EpochStats",
     "NonFiniteLossError",
-    "TrainConfig",
     "TrainResult",
     "Trainer",
     "resolve_device",
@@ -46,48 +47,10 @@ __all__ = [
     "set_threads",
 ]
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "fp32", "bf16", PORTABLE)
-
 
 class NonFiniteLossError(RuntimeError):
     """The first training batch gave a NaN/inf loss, before any update: the data or the loss is at fault; the
     message names the epoch and batch. (A loss that turns non-finite later is a diverged run: see ``fit``.)"""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 50
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_epochs: int = 5
-    min_lr_ratio: float = 0.01  # cosine decay ends at lr * min_lr_ratio
-    patience: int = 7  # epochs without a better validation macro-F1 before stopping
-    grad_clip: float | None = 5.0
-    eval_batch_size: int = 256
-    device: str = "auto"
-    precision: str = "auto"  # auto | fp32 | bf16 (autocast) | portable; auto = bf16 where the hardware has it
-    channels_last: bool = True  # NHWC convolutions: faster on CPU (oneDNN) and on tensor cores
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        checks = {
-            "epochs": self.epochs >= 1,
-            "batch_size": self.batch_size >= 1,
-            "lr": self.lr > 0,
-            "weight_decay": self.weight_decay >= 0,
-            "warmup_epochs": self.warmup_epochs >= 0,
-            "min_lr_ratio": 0 <= self.min_lr_ratio <= 1,
-            "patience": self.patience >= 1,
-            "grad_clip": self.grad_clip is None or self.grad_clip > 0,
-            "eval_batch_size": self.eval_batch_size >= 1,
-            "device": self.device in DEVICES,
-            "precision": self.precision in PRECISIONS,
-        }
-        for key, ok in checks.items():
-            if not ok:
-                raise ValueError(f"train.{key}: invalid value {getattr(self, key)!r}")
 
 
 @dataclass

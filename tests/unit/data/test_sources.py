@@ -24,7 +24,7 @@ from speciesclf.data.audio import AudioError, load_mono, window_starts
 from speciesclf.data.manifest import SPLITS, Clip, assign_splits, read_manifest
 from speciesclf.data.prepare import prepare
 from speciesclf.data.sources import check_file, collect_csv, collect_folder
-from speciesclf.features.mfcc import FeatureConfig
+from speciesclf.features.config import FeatureConfig
 from speciesclf.features.store import featurize
 from speciesclf.params import validate
 

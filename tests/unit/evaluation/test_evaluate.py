@@ -26,12 +26,12 @@ from speciesclf.evaluation.evaluate import (
     feature_store_of,
 )
 from speciesclf.evaluation.metrics import classification_metrics
-from speciesclf.features.mfcc import FeatureConfig
+from speciesclf.features.config import FeatureConfig
 from speciesclf.features.store import FeatureStore, featurize
 from speciesclf.models.saved import load_model, save_model
 from speciesclf.params import validate
+from speciesclf.training.config import TrainConfig
 from speciesclf.training.train import train_model
-from speciesclf.training.trainer import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[3]
 SR = 16000

@@ -19,9 +19,10 @@ import pytest
 import soundfile as sf
 import torch
 
+from speciesclf.choices import BIRDNET_EMBEDDING_SIZE
 from speciesclf.data.audio import load_mono, windows
-from speciesclf.features.birdnet import EMBEDDING_SIZE, BirdNETError, BirdNETExtractor, model_path, pretrained
-from speciesclf.features.mfcc import FeatureConfig
+from speciesclf.features.birdnet import BirdNETError, BirdNETExtractor, model_path, pretrained
+from speciesclf.features.config import FeatureConfig
 from speciesclf.features.store import FeatureStore, featurize
 from speciesclf.models.cnn import build_model
 from speciesclf.models.heads import EmbeddingLinear, EmbeddingMLP
@@ -59,12 +60,12 @@ def call(species: str, seconds: float, seed: int, sr: int = 48000) -> np.ndarray
 
 def test_birdnet_features_are_one_frame_of_1024_values() -> None:
     config = FeatureConfig(**BIRDNET)
-    assert (config.bands, config.frames, config.clip_samples) == (EMBEDDING_SIZE, 1, 144000)
+    assert (config.bands, config.frames, config.clip_samples) == (BIRDNET_EMBEDDING_SIZE, 1, 144000)
 
 
 @pytest.mark.parametrize(("key", "value", "takes"), [("sample_rate", 44100, "48000"), ("clip_seconds", 5.0, "3")])
 def test_audio_birdnet_cannot_take_is_refused_in_one_line(key: str, value: float, takes: str) -> None:
-    with pytest.raises(ValueError, match=rf"^features\.{key}: invalid value {value}; expected {takes} for the birdnet"):
+    with pytest.raises(ValueError, match=rf"^features\.{key}: got {value}; the birdnet front end takes {takes}$"):
         FeatureConfig(**{**BIRDNET, key: value})
     params = _params(**{key: value})
     with pytest.raises(ParamsError, match=rf"^phase3\.features\.{key}: got {value}; the birdnet front end takes"):
@@ -87,7 +88,7 @@ def test_birdnet_params_validate() -> None:
 def test_heads_map_embeddings_to_species_logits(cls: type) -> None:
     head = build_model(cls.__name__, 7).eval()
     assert type(head) is cls and head.n_classes == 7
-    assert head(torch.randn(5, EMBEDDING_SIZE, 1)).shape == (5, 7)
+    assert head(torch.randn(5, BIRDNET_EMBEDDING_SIZE, 1)).shape == (5, 7)
     with pytest.raises(ValueError, match=r"expected embeddings of shape \(batch, 1024, 1\), got \(5, 20, 500\)"):
         head(torch.randn(5, 20, 500))
 
@@ -123,7 +124,7 @@ def recordings(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_embeddings_are_the_tensor_feeding_birdnet_s_classifier(recordings: Path) -> None:
     clips = windows(load_mono(recordings / "trill" / "trill_3.flac", 48000), 144000, 72000)
     emb = BirdNETExtractor()(clips)
-    assert emb.shape == (len(clips), EMBEDDING_SIZE, 1) and emb.dtype == np.float32 and len(clips) == 4
+    assert emb.shape == (len(clips), BIRDNET_EMBEDDING_SIZE, 1) and emb.dtype == np.float32 and len(clips) == 4
     # independently: LiteRT asked to keep every intermediate tensor of the unmodified model, read by position
     from ai_edge_litert.interpreter import Interpreter
 
@@ -199,7 +200,7 @@ def test_a_time_expanded_store_holds_embeddings_of_the_slowed_recordings(recordi
 def test_featurize_stores_normalised_embeddings_and_which_model_made_them(store: Path) -> None:
     x, y, recs = FeatureStore(store).load_split("train")
     raw = np.load(store / "train_x.npy")
-    assert raw.shape == (len(y), EMBEDDING_SIZE, 1) and len(set(recs)) == 6
+    assert raw.shape == (len(y), BIRDNET_EMBEDDING_SIZE, 1) and len(set(recs)) == 6
     # 4 + 5 s recordings at a 1.5 s hop: 2 + 3 windows (the last aligned to the end) per species
     assert np.bincount(y).tolist() == [5, 5, 5]
     np.testing.assert_allclose(x.mean(axis=(0, 2)), 0, atol=1e-4)  # standardised with the training split's own ...
@@ -211,8 +212,8 @@ def test_featurize_stores_normalised_embeddings_and_which_model_made_them(store:
 
 @needs_extra
 def test_a_head_trains_on_embeddings_and_predicts_new_audio(store: Path, recordings: Path, tmp_path: Path) -> None:
+    from speciesclf.training.config import TrainConfig
     from speciesclf.training.train import train_model
-    from speciesclf.training.trainer import TrainConfig
 
     config = TrainConfig(epochs=30, warmup_epochs=0, lr=0.01, batch_size=8, patience=30, device="cpu", precision="fp32")
     trained = train_model(store, "EmbeddingMLP", {"name": "logit_adjusted", "tau": 1.0}, config, log=None)
@@ -233,8 +234,8 @@ def test_a_head_trains_on_embeddings_and_predicts_new_audio(store: Path, recordi
 
 @needs_extra
 def test_a_model_made_with_another_birdnet_file_is_refused_by_predict(store: Path, tmp_path: Path) -> None:
+    from speciesclf.training.config import TrainConfig
     from speciesclf.training.train import train_model
-    from speciesclf.training.trainer import TrainConfig
 
     trained = train_model(store, "EmbeddingLinear", None, TrainConfig(epochs=1, device="cpu"), log=None)
     card = {**trained.card, "pretrained": {**trained.card["pretrained"], "sha256": "0" * 64}}

@@ -11,8 +11,9 @@ import soundfile as sf
 import torch
 
 from speciesclf.data.audio import load_mono, windows
+from speciesclf.features.config import FeatureConfig, Standardizer
 from speciesclf.features.frontends import extractor
-from speciesclf.features.mfcc import FeatureConfig, MFCCExtractor, Standardizer
+from speciesclf.features.mfcc import MFCCExtractor
 
 
 def _clips(n: int, config: FeatureConfig, seed: int = 0) -> np.ndarray:
@@ -205,6 +206,7 @@ def test_config_from_dict_unknown_key() -> None:
         ({"n_mfcc": 0}, "n_mfcc"),
         ({"n_mfcc": 41}, "n_mfcc"),
         ({"n_fft": 8}, "n_fft"),
+        ({"clip_seconds": 0.1, "n_fft": 4096}, "n_fft"),  # 1600 samples: under half of n_fft
         ({"hop_length": 0}, "hop_length"),
         ({"hop_length": 1024}, "hop_length"),
         ({"n_mels": 0, "n_mfcc": 0}, "n_mfcc"),
@@ -227,10 +229,24 @@ def test_config_invalid(kwargs: dict[str, float], key: str) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"n_mfcc": 41}, "features.n_mfcc: invalid value 41; expected from 1 to n_mels (40)"),
-        ({"hop_length": 1024}, "features.hop_length: invalid value 1024; expected from 1 to n_fft (512)"),
-        ({"f_max": 9000.0}, "features.f_max: invalid value 9000.0; expected null or in (0, 8000] (Nyquist)"),
-        ({"front_end": "mel"}, "features.front_end: invalid value 'mel'; expected one of mfcc, logmel, pcen, birdnet"),
+        (
+            {"n_mfcc": 41},
+            "features.n_mfcc: got 41; must be <= features.n_mels (40): "
+            "the MFCCs are a cosine transform of the mel bands",
+        ),
+        (
+            {"hop_length": 1024},
+            "features.hop_length: got 1024; must be <= features.n_fft (512): a larger hop skips samples",
+        ),
+        (
+            {"f_max": 9000.0},
+            "features.f_max: got 9000.0; must be <= 8000, the Nyquist frequency of features.sample_rate",
+        ),
+        ({"f_min": 500.0, "f_max": 400.0}, "features.f_min: got 500.0; must be below features.f_max (400)"),
+        ({"f_min": 8000.0}, "features.f_min: got 8000.0; must be below the Nyquist frequency (8000)"),
+        ({"n_fft": 8}, "features.n_fft: got 8; allowed: an integer >= 16 and <= 65536"),
+        ({"time_expansion": 32.0}, "features.time_expansion: got 32.0; allowed: a number >= 0.1 and <= 16"),
+        ({"front_end": "mel"}, "features.front_end: got 'mel'; allowed: one of mfcc, logmel, pcen, birdnet"),
     ],
 )
 def test_an_invalid_value_names_the_rule_it_breaks(kwargs: dict[str, float], message: str) -> None:

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torchaudio
 
+from speciesclf.features.config import FeatureConfig
 from speciesclf.features.frontends import LogMelExtractor, PCENExtractor, pcen
-from speciesclf.features.mfcc import FeatureConfig
 
 CONFIG = FeatureConfig(sample_rate=16000, clip_seconds=1.0, n_mels=32, n_fft=512, hop_length=160)
 

@@ -8,11 +8,12 @@ import torch
 from torch import nn
 
 from speciesclf.data.audio import windows
+from speciesclf.features.config import FeatureConfig
 from speciesclf.features.frontends import LogMelExtractor
-from speciesclf.features.mfcc import FeatureConfig
 from speciesclf.models.cnn import AudioCNN
 from speciesclf.training.augment import AugmentConfig, Augmenter, Batch, DecibelScale, WindowChain
-from speciesclf.training.trainer import TrainConfig, Trainer
+from speciesclf.training.config import TrainConfig
+from speciesclf.training.trainer import Trainer
 
 
 def _batch(n: int = 8, bands: int = 16, frames: int = 50) -> tuple[torch.Tensor, torch.Tensor]:

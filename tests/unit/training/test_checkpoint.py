@@ -17,7 +17,8 @@ import torch
 
 from speciesclf.models.cnn import AudioCNN
 from speciesclf.training.checkpoint import TrainingState, fingerprint
-from speciesclf.training.trainer import EpochStats, TrainConfig, Trainer
+from speciesclf.training.config import TrainConfig
+from speciesclf.training.trainer import EpochStats, Trainer
 
 CONFIG = TrainConfig(
     epochs=5, batch_size=16, lr=3e-3, warmup_epochs=1, patience=10, device="cpu", precision="fp32", seed=0

@@ -20,10 +20,10 @@ from torch import nn
 
 from speciesclf.models.cnn import AudioCNN
 from speciesclf.models.saved import load_weights, save_weights
+from speciesclf.training.config import TrainConfig
 from speciesclf.training.trainer import (
     EpochStats,
     NonFiniteLossError,
-    TrainConfig,
     Trainer,
     TrainResult,
     has_fast_bf16,
@@ -329,10 +329,11 @@ def test_predict_logits_batched() -> None:
         ("grad_clip", 0.0),
         ("eval_batch_size", 0),
         ("device", "tpu"),
+        ("precision", "fp16"),
     ],
 )
 def test_train_config_invalid(key: str, value: Any) -> None:
-    with pytest.raises(ValueError, match=rf"^train\.{key}: invalid value"):
+    with pytest.raises(ValueError, match=rf"^train\.{key}: got {value!r}; allowed: "):
         TrainConfig(**{key: value})
 
 

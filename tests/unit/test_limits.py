@@ -1,0 +1,134 @@
+"""Tests for speciesclf.limits, and that params.py and the settings classes refuse every value in the same words:
+each limit of FEATURE_LIMITS and TRAIN_LIMITS is crossed once through a whole params file (the repository's
+params.yaml) and once through FeatureConfig or TrainConfig."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from speciesclf.features.config import FEATURE_LIMITS, FeatureConfig
+from speciesclf.limits import Limit, one_of, refusal
+from speciesclf.params import SCHEMA, ParamsError, load_params, validate
+from speciesclf.training.config import TRAIN_LIMITS, TrainConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def params() -> dict[str, Any]:
+    return load_params(ROOT / "params.yaml")
+
+
+def _outside(limit: Limit) -> list[Any]:
+    """A value just below the lower bound, one just above the upper, and for an integer limit a float between."""
+    values: list[Any] = []
+    if limit.lower is not None:
+        values.append(limit.lower if limit.lower_open else limit.lower - 1)
+    if limit.upper is not None:
+        values.append(limit.upper if limit.upper_open else limit.upper + 1)
+    if limit.integer:
+        values.append((limit.lower or 0) + 0.5)
+    return values
+
+
+def _cases(limits: dict[str, Limit]) -> list[tuple[str, Any]]:
+    return [(key, value) for key, limit in limits.items() for value in _outside(limit)]
+
+
+def _refused_by_params(params: dict[str, Any], section: str, key: str, value: Any) -> str:
+    changed = copy.deepcopy(params)
+    changed[section][key] = value
+    with pytest.raises(ParamsError) as exc:
+        validate(changed)
+    return str(exc.value)
+
+
+@pytest.mark.parametrize(("key", "value"), _cases(FEATURE_LIMITS))
+def test_params_and_feature_config_refuse_a_feature_in_the_same_words(
+    params: dict[str, Any], key: str, value: Any
+) -> None:
+    expected = refusal(f"features.{key}", value, FEATURE_LIMITS[key].rule)
+    assert _refused_by_params(params, "features", key, value) == expected
+    with pytest.raises(ValueError) as exc:
+        FeatureConfig(**{**params["features"], key: value})
+    assert str(exc.value) == expected
+
+
+_TRAIN_IN_PARAMS = [k for k in TRAIN_LIMITS if k in SCHEMA["train"]]
+
+
+@pytest.mark.parametrize(("key", "value"), _cases({k: TRAIN_LIMITS[k] for k in _TRAIN_IN_PARAMS}))
+def test_params_and_train_config_refuse_a_train_key_in_the_same_words(
+    params: dict[str, Any], key: str, value: Any
+) -> None:
+    expected = refusal(f"train.{key}", value, TRAIN_LIMITS[key].rule)
+    assert _refused_by_params(params, "train", key, value) == expected
+    with pytest.raises(ValueError) as exc:
+        TrainConfig(**{key: value})
+    assert str(exc.value) == expected
+
+
+@pytest.mark.parametrize(("key", "value"), _cases({k: v for k, v in TRAIN_LIMITS.items() if k not in SCHEMA["train"]}))
+def test_train_config_refuses_a_key_params_does_not_have(key: str, value: Any) -> None:
+    with pytest.raises(ValueError) as exc:
+        TrainConfig(**{key: value})
+    assert str(exc.value) == refusal(f"train.{key}", value, TRAIN_LIMITS[key].rule)
+
+
+@pytest.mark.parametrize(("key", "options"), [("device", "cpu, cuda"), ("precision", "fp32, bf16")])
+def test_params_and_train_config_name_the_same_choices(params: dict[str, Any], key: str, options: str) -> None:
+    message = _refused_by_params(params, "train", key, "tpu")
+    with pytest.raises(ValueError) as exc:
+        TrainConfig(**{key: "tpu"})
+    assert str(exc.value) == message and options in message
+
+
+def test_the_features_schema_is_feature_config_with_its_limits() -> None:
+    assert list(SCHEMA["features"]) == [f.name for f in fields(FeatureConfig)]
+    for key, limit in FEATURE_LIMITS.items():
+        assert SCHEMA["features"][key].allowed == limit.rule
+        assert SCHEMA["features"][key].optional == limit.optional
+    assert SCHEMA["features"]["time_expansion"].default == FeatureConfig().time_expansion
+    assert {k for k in SCHEMA["train"] if k in TRAIN_LIMITS} == set(_TRAIN_IN_PARAMS)
+    assert set(_TRAIN_IN_PARAMS) <= {f.name for f in fields(TrainConfig)}
+
+
+@pytest.mark.parametrize(
+    ("limit", "rule"),
+    [
+        (Limit(1, 128, integer=True), "an integer >= 1 and <= 128"),
+        (Limit(0, 10, lower_open=True), "a number > 0 and <= 10"),
+        (Limit(0, 1, upper_open=True), "a number >= 0 and < 1"),
+        (Limit(0.1, 16), "a number >= 0.1 and <= 16"),
+        (Limit(0), "a number >= 0"),
+        (Limit(0, lower_open=True, optional=True), "a number > 0 or null"),
+        (Limit(integer=True), "an integer"),
+    ],
+)
+def test_a_limit_states_its_rule(limit: Limit, rule: str) -> None:
+    assert limit.rule == rule
+
+
+@pytest.mark.parametrize(
+    ("limit", "admitted", "refused"),
+    [
+        (Limit(1, 128, integer=True), [1, 64, 128], [0, 129, 2.0, True, None, "3"]),
+        (Limit(0, 10, lower_open=True), [1e-9, 3, 10.0], [0, 0.0, 10.5, math.nan, math.inf, False]),
+        (Limit(0, 1, upper_open=True), [0, 0.999], [1, 1.0, -0.1]),
+        (Limit(0, lower_open=True, optional=True), [None, 1e6], [0, -1.0]),
+    ],
+)
+def test_a_limit_admits_numbers_within_it(limit: Limit, admitted: list[Any], refused: list[Any]) -> None:
+    assert [limit.admits(v) for v in admitted] == [True] * len(admitted)
+    assert [limit.admits(v) for v in refused] == [False] * len(refused)
+
+
+def test_words_of_a_choice_and_a_refusal() -> None:
+    assert one_of(("a", "b")) == "one of a, b"
+    assert refusal("train.lr", 0, "a number > 0") == "train.lr: got 0; allowed: a number > 0"
