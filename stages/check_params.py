@@ -10,7 +10,7 @@ refused in one line before it can stand in dvc.lock for another.
 
 import argparse
 
-from speciesclf.cli import run_stage
+from speciesclf.stage import run_stage
 from speciesclf.params import load_params
 
 

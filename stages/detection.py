@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from speciesclf.cli import run_stage
+from speciesclf.stage import run_stage
 from speciesclf.evaluation.detection import CURVE_COLUMNS, measure_detection, render_markdown
 from speciesclf.files import write_csv, write_text
 from speciesclf.params import load_params

@@ -13,7 +13,7 @@ run.
 import argparse
 from pathlib import Path
 
-from speciesclf.cli import run_stage
+from speciesclf.stage import run_stage
 from speciesclf.evaluation.evaluate import (
     Member,
     ScoreFolders,

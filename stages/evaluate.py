@@ -13,7 +13,7 @@ SCORES/<run>/, PER_CLASS/<run>/ and CONFUSION/<run>/ (see ``speciesclf.evaluatio
 import argparse
 from pathlib import Path
 
-from speciesclf.cli import run_stage
+from speciesclf.stage import run_stage
 from speciesclf.evaluation.evaluate import ScoreFolders, evaluate_model, save_scores, validation_scores
 from speciesclf.files import read_json
 from speciesclf.models.saved import load_model

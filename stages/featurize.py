@@ -8,7 +8,7 @@ python stages/featurize.py data/prepared data/features_phase3 --phase3   # featu
 import argparse
 from pathlib import Path
 
-from speciesclf.cli import run_stage
+from speciesclf.stage import run_stage
 from speciesclf.features.config import FeatureConfig
 from speciesclf.features.store import featurize
 from speciesclf.files import atomic_dir

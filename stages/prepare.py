@@ -5,7 +5,7 @@ python stages/prepare.py data/prepared
 
 import argparse
 
-from speciesclf.cli import run_stage
+from speciesclf.stage import run_stage
 from speciesclf.data.prepare import prepare
 from speciesclf.params import load_params
 

@@ -7,7 +7,7 @@
 import argparse
 from pathlib import Path
 
-from speciesclf.cli import run_stage
+from speciesclf.stage import run_stage
 from speciesclf.evaluation.report import build_summary, render_markdown
 from speciesclf.files import read_json, write_json, write_text
 from speciesclf.params import load_params

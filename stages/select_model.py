@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from speciesclf.choices import PORTABLE
-from speciesclf.cli import run_stage
+from speciesclf.stage import run_stage
 from speciesclf.files import atomic_dir, write_text
 from speciesclf.models.cnn import MODELS
 from speciesclf.params import load_params

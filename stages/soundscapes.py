@@ -7,7 +7,7 @@ python stages/soundscapes.py data/soundscapes
 import argparse
 from pathlib import Path
 
-from speciesclf.cli import run_stage
+from speciesclf.stage import run_stage
 from speciesclf.data.soundscapes import SoundscapeConfig, write_soundscapes
 from speciesclf.data.synth import SynthConfig
 from speciesclf.files import atomic_dir

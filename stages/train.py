@@ -24,7 +24,7 @@ from contextlib import nullcontext
 
 from dvclive import Live
 
-from speciesclf.cli import run_stage
+from speciesclf.stage import run_stage
 from speciesclf.models.cnn import MODELS
 from speciesclf.models.saved import save_model
 from speciesclf.params import ParamsError, load_params
@@ -34,7 +34,7 @@ from speciesclf.thresholds import rule_of
 from speciesclf.training import distributed
 from speciesclf.training.augment import AugmentConfig
 from speciesclf.training.config import TrainConfig
-from speciesclf.training.train import train_model
+from speciesclf.training.run import train_model
 from speciesclf.training.trainer import EpochStats, resolve_device, set_threads
 
 CURVES = ("train_loss", "val_loss", "val_accuracy", "val_f1_macro", "lr", "seconds", "peak_memory_mb")

@@ -16,7 +16,7 @@ from speciesclf.features.store import featurize
 from speciesclf.models.saved import save_model
 from speciesclf.params import validate
 from speciesclf.training.config import TrainConfig
-from speciesclf.training.train import train_model
+from speciesclf.training.run import train_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000

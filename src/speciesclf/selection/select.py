@@ -46,7 +46,7 @@ from speciesclf.selection.recipe import Candidate, Recipe, RecipeError
 from speciesclf.thresholds import fit_thresholds
 from speciesclf.training.augment import AugmentConfig, WindowChain
 from speciesclf.training.config import TrainConfig
-from speciesclf.training.train import Windows, train_windows
+from speciesclf.training.run import Windows, train_windows
 
 __all__ = ["Pool", "select"]
 

@@ -31,7 +31,7 @@ from speciesclf.features.store import FeatureStore, featurize
 from speciesclf.models.saved import load_model, save_model
 from speciesclf.params import validate
 from speciesclf.training.config import TrainConfig
-from speciesclf.training.train import train_model
+from speciesclf.training.run import train_model
 
 ROOT = Path(__file__).resolve().parents[3]
 SR = 16000

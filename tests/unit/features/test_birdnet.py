@@ -213,7 +213,7 @@ def test_featurize_stores_normalised_embeddings_and_which_model_made_them(store:
 @needs_extra
 def test_a_head_trains_on_embeddings_and_predicts_new_audio(store: Path, recordings: Path, tmp_path: Path) -> None:
     from speciesclf.training.config import TrainConfig
-    from speciesclf.training.train import train_model
+    from speciesclf.training.run import train_model
 
     config = TrainConfig(epochs=30, warmup_epochs=0, lr=0.01, batch_size=8, patience=30, device="cpu", precision="fp32")
     trained = train_model(store, "EmbeddingMLP", {"name": "logit_adjusted", "tau": 1.0}, config, log=None)
@@ -235,7 +235,7 @@ def test_a_head_trains_on_embeddings_and_predicts_new_audio(store: Path, recordi
 @needs_extra
 def test_a_model_made_with_another_birdnet_file_is_refused_by_predict(store: Path, tmp_path: Path) -> None:
     from speciesclf.training.config import TrainConfig
-    from speciesclf.training.train import train_model
+    from speciesclf.training.run import train_model
 
     trained = train_model(store, "EmbeddingLinear", None, TrainConfig(epochs=1, device="cpu"), log=None)
     card = {**trained.card, "pretrained": {**trained.card["pretrained"], "sha256": "0" * 64}}

@@ -47,7 +47,7 @@ def test_a_file_size_limit_is_one_line_naming_the_file(tmp_path: Path) -> None:
 
 STAGE = """
 import time
-from speciesclf.cli import run_stage
+from speciesclf.stage import run_stage
 
 class Finaliser:
     def __del__(self):  # Python drops an exception raised in here ("Exception ignored in ...")
@@ -94,7 +94,7 @@ def test_ctrl_c_and_sigterm_end_a_stage_with_one_line(
 
 ORPHAN = """
 import os, time
-from speciesclf.cli import run_stage
+from speciesclf.stage import run_stage
 
 def main():
     print(os.getpid(), flush=True)
