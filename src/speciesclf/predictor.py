@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from speciesclf.data.audio import AudioError, stream_mono, stream_windows
 from speciesclf.features.birdnet import BirdNETError, pretrained
 from speciesclf.features.frontends import extractor
 from speciesclf.features.mfcc import FeatureConfig
 from speciesclf.files import read_json
+from speciesclf.models.inference import window_proba
 from speciesclf.models.saved import CARD, MEMBERS, SavedModel, load_members
 
 __all__ = ["BATCH_WINDOWS", "Predictor", "Totals"]
@@ -77,11 +77,10 @@ class _Member:
         if batch:
             yield scored()
 
-    @torch.no_grad()
     def proba(self, features: np.ndarray) -> np.ndarray:
-        """``(windows, species)`` probabilities of window features."""
-        x = torch.from_numpy(self.model.norm(features))
-        return torch.softmax(self.model.network(x).double(), dim=1).numpy()
+        """``(windows, species)`` probabilities of window features (not standardised), :data:`BATCH_WINDOWS`
+        windows per forward pass (one of :meth:`feature_batches`' batches in one pass)."""
+        return window_proba(self.model.network, self.model.norm(features), batch_size=BATCH_WINDOWS)
 
 
 class Predictor:

@@ -39,6 +39,7 @@ from speciesclf.evaluation.metrics import classification_metrics
 from speciesclf.features.birdnet import BirdNETError, pretrained
 from speciesclf.features.mfcc import FeatureConfig, Standardizer
 from speciesclf.features.store import recording_features
+from speciesclf.models.inference import window_proba
 from speciesclf.models.saved import save_ensemble, save_model
 from speciesclf.predictor import Predictor
 from speciesclf.selection.folds import recording_folds
@@ -278,12 +279,10 @@ def _pretrained(feats: _Features) -> dict[str, Any] | None:
     return pretrained() if feats.config.front_end == "birdnet" else None
 
 
-@torch.no_grad()
 def _window_proba(network: torch.nn.Module, norm: Standardizer, feats: _Features, recording: int) -> np.ndarray:
     """``(windows, species)`` probabilities of one pool recording's scored windows."""
     x = np.concatenate([feats.scored[i] for i in np.flatnonzero(feats.recording == recording)])
-    logits = torch.cat([network(torch.from_numpy(norm(x[i : i + 256]))) for i in range(0, len(x), 256)])
-    return torch.softmax(logits.double(), dim=1).numpy()
+    return window_proba(network, norm(x), batch_size=256)  # norm is elementwise: whole or by batch, the same values
 
 
 def _fold_scores(
