@@ -152,7 +152,8 @@ def _select_once(
     """One selection on given folds: cross-validation, the choice, the chosen model trained on the pool and written,
     then test. ``rules``: the rare-species threshold of the scores and the detection thresholds' keywords."""
     rare_threshold, threshold_rule = rules
-    probs, windows = _cross_validate(pool, folds, candidates, features, recipe, species, log)
+    windows = _cross_validate(pool, folds, candidates, features, recipe, species, log)
+    probs = {m: np.stack([w.mean(axis=0) for w in ws]) for m, ws in windows.items()}  # a recording: its windows' mean
     groups = {name: (name,) for name in candidates}
     groups |= {" + ".join(a): a for a in recipe.averages if all(n in candidates for n in a)}
     table = {
@@ -216,11 +217,10 @@ def _cross_validate(
     recipe: Recipe,
     species: list[str],
     log: Callable[[str], None],
-) -> tuple[dict[tuple[str, int], np.ndarray], dict[tuple[str, int], list[np.ndarray]]]:
-    """(candidate, seed) → out-of-fold probabilities ``(recordings, species)`` of every pool recording, and
-    (candidate, seed) → each pool recording's out-of-fold window probabilities ``(windows, species)``."""
-    probs = {(n, s): np.zeros((len(pool.ids), len(species))) for n, c in candidates.items() for s in c.seeds}
-    windows: dict[tuple[str, int], list[np.ndarray]] = {m: [np.empty(0)] * len(pool.ids) for m in probs}
+) -> dict[tuple[str, int], list[np.ndarray]]:
+    """(candidate, seed) → each pool recording's out-of-fold window probabilities ``(windows, species)``."""
+    models = [(n, s) for n, c in candidates.items() for s in c.seeds]
+    windows: dict[tuple[str, int], list[np.ndarray]] = {m: [np.empty(0)] * len(pool.ids) for m in models}
     for fold in range(recipe.folds):
         held_out = np.flatnonzero(folds == fold)
         for name, c in candidates.items():
@@ -229,8 +229,7 @@ def _cross_validate(
                 network, norm, _ = _train(c, seed, features[name], folds != fold, pool.y, species, recipe)
                 for r in held_out:
                     windows[name, seed][r] = _window_proba(network, norm, features[name], r)
-                    probs[name, seed][r] = windows[name, seed][r].mean(axis=0)
-    return probs, windows
+    return windows
 
 
 def _grid(config: FeatureConfig) -> tuple[int, int]:
