@@ -10,8 +10,8 @@ refused in one line before it can stand in dvc.lock for another.
 
 import argparse
 
-from speciesclf.stage import run_stage
 from speciesclf.params import load_params
+from speciesclf.stage import run_stage
 
 
 def main() -> None:

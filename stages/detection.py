@@ -10,11 +10,11 @@ import argparse
 import json
 from pathlib import Path
 
-from speciesclf.stage import run_stage
 from speciesclf.evaluation.detection import CURVE_COLUMNS, measure_detection, render_markdown
 from speciesclf.files import write_csv, write_text
 from speciesclf.params import load_params
 from speciesclf.portable import pin
+from speciesclf.stage import run_stage
 
 
 def main() -> None:

@@ -13,7 +13,6 @@ run.
 import argparse
 from pathlib import Path
 
-from speciesclf.stage import run_stage
 from speciesclf.evaluation.evaluate import (
     Member,
     ScoreFolders,
@@ -26,6 +25,7 @@ from speciesclf.models.saved import load_model
 from speciesclf.params import load_params
 from speciesclf.portable import pin
 from speciesclf.runs import ENSEMBLE, runs_of
+from speciesclf.stage import run_stage
 
 
 def main() -> None:

@@ -13,13 +13,13 @@ SCORES/<run>/, PER_CLASS/<run>/ and CONFUSION/<run>/ (see ``speciesclf.evaluatio
 import argparse
 from pathlib import Path
 
-from speciesclf.stage import run_stage
 from speciesclf.evaluation.evaluate import ScoreFolders, evaluate_model, save_scores, validation_scores
 from speciesclf.files import read_json
 from speciesclf.models.saved import load_model
 from speciesclf.params import load_params
 from speciesclf.portable import pin
 from speciesclf.runs import GROUPS, runs_of
+from speciesclf.stage import run_stage
 
 
 def _trained_it(curves: dict, card: dict) -> bool:

@@ -8,12 +8,12 @@ python stages/featurize.py data/prepared data/features_phase3 --phase3   # featu
 import argparse
 from pathlib import Path
 
-from speciesclf.stage import run_stage
 from speciesclf.features.config import FeatureConfig
 from speciesclf.features.store import featurize
 from speciesclf.files import atomic_dir
 from speciesclf.params import load_params, phase3_features
 from speciesclf.portable import pin
+from speciesclf.stage import run_stage
 
 
 def main() -> None:

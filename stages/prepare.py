@@ -5,9 +5,9 @@ python stages/prepare.py data/prepared
 
 import argparse
 
-from speciesclf.stage import run_stage
 from speciesclf.data.prepare import prepare
 from speciesclf.params import load_params
+from speciesclf.stage import run_stage
 
 
 def main() -> None:

@@ -7,11 +7,11 @@
 import argparse
 from pathlib import Path
 
-from speciesclf.stage import run_stage
 from speciesclf.evaluation.report import build_summary, render_markdown
 from speciesclf.files import read_json, write_json, write_text
 from speciesclf.params import load_params
 from speciesclf.runs import ENSEMBLE, GAMMA_SWEEP, PHASE3, PHASES, phase3_runs, sweep_runs
+from speciesclf.stage import run_stage
 
 
 def main() -> None:

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 from speciesclf.choices import PORTABLE
-from speciesclf.stage import run_stage
 from speciesclf.files import atomic_dir, write_text
 from speciesclf.models.cnn import MODELS
 from speciesclf.params import load_params
@@ -19,6 +18,7 @@ from speciesclf.portable import pin
 from speciesclf.selection.recipe import augment_keys_of, load_recipe
 from speciesclf.selection.report import render_markdown
 from speciesclf.selection.select import select
+from speciesclf.stage import run_stage
 from speciesclf.thresholds import rule_of
 from speciesclf.training.augment import AugmentConfig
 from speciesclf.training.trainer import set_threads

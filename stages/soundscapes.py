@@ -7,11 +7,11 @@ python stages/soundscapes.py data/soundscapes
 import argparse
 from pathlib import Path
 
-from speciesclf.stage import run_stage
 from speciesclf.data.soundscapes import SoundscapeConfig, write_soundscapes
 from speciesclf.data.synth import SynthConfig
 from speciesclf.files import atomic_dir
 from speciesclf.params import load_params
+from speciesclf.stage import run_stage
 
 
 def main() -> None:

@@ -24,12 +24,12 @@ from contextlib import nullcontext
 
 from dvclive import Live
 
-from speciesclf.stage import run_stage
 from speciesclf.models.cnn import MODELS
 from speciesclf.models.saved import save_model
 from speciesclf.params import ParamsError, load_params
 from speciesclf.portable import pin
 from speciesclf.runs import GAMMA_SWEEP, PHASE3, PHASES, loss_recipe, phase3_run, sweep_run
+from speciesclf.stage import run_stage
 from speciesclf.thresholds import rule_of
 from speciesclf.training import distributed
 from speciesclf.training.augment import AugmentConfig

@@ -108,9 +108,11 @@ def predict_file(
     top_k: int,
     keep: np.ndarray | None = None,
     detector: Detector | None = None,
+    window_rows: bool = True,
 ) -> list[tuple]:
     """CSV rows of one file: the recording's top-k species, then each window's; or one ``skipped`` row. ``keep``
-    (a mask over species) ranks only those; ``detector`` is fed every window.
+    (a mask over species) ranks only those; ``detector`` is fed every window; without ``window_rows`` (detection
+    tables, which write none) the recording's rows alone.
 
     The audio streams through in blocks and batches; the file's rows (a few per window) are what is held."""
     keep = np.ones(len(predictor.species), bool) if keep is None else keep
@@ -120,13 +122,14 @@ def predict_file(
         for rank, i in enumerate(np.argsort(-np.where(keep, p, -1.0), kind="stable")[:k], start=1):
             yield rank, predictor.species[i], f"{p[i]:.6f}"
 
-    window_rows: list[tuple] = []
+    rows: list[tuple] = []
     totals: Totals = {}
     w, damage = 0, truncation(path)
     try:
         for starts, proba in predictor.windows(path, totals):
             for start, p in zip(starts, proba, strict=True):
-                window_rows += [(str(path), "window", w, f"{start:.3f}", *r, "") for r in ranked(p)]
+                if window_rows:
+                    rows += [(str(path), "window", w, f"{start:.3f}", *r, "") for r in ranked(p)]
                 w += 1
             if detector is not None:
                 detector.add(starts, proba)
@@ -136,7 +139,7 @@ def predict_file(
         # damaged midway (a FLAC that loses sync): what came before the damage stands, with the reason
         damage = f"{exc.reason} after {w} window(s): {exc.detail}"
     recording = predictor.recording_of(totals)
-    return [(str(path), "recording", "", "", *r, damage or "") for r in ranked(recording)] + window_rows
+    return [(str(path), "recording", "", "", *r, damage or "") for r in ranked(recording)] + rows
 
 
 def _arguments(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
@@ -294,7 +297,7 @@ def _run(
         detector = None
         if thresholds is not None:
             detector = Detector(str(path), predictor.species, thresholds, predictor.clip_seconds)
-        rows = predict_file(predictor, path, args.top_k, keep, detector)
+        rows = predict_file(predictor, path, args.top_k, keep, detector, window_rows=args.format == "csv")
         if rows[0][1] == "skipped":
             n_skipped += 1
             note(f"skipped {path}: {rows[0][-1]}")

@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from speciesclf.data.audio import AudioError, stream_mono, stream_windows
 from speciesclf.features.birdnet import BirdNETError, pretrained
 from speciesclf.features.config import FeatureConfig
 from speciesclf.features.frontends import extractor
 from speciesclf.files import read_json
+from speciesclf.models.inference import window_proba
 from speciesclf.models.saved import CARD, MEMBERS, SavedModel, load_members
 
 __all__ = ["BATCH_WINDOWS", "Predictor", "Totals"]
@@ -77,11 +77,10 @@ class _Member:
         if batch:
             yield scored()
 
-    @torch.no_grad()
     def proba(self, features: np.ndarray) -> np.ndarray:
-        """``(windows, species)`` probabilities of window features."""
-        x = torch.from_numpy(self.model.norm(features))
-        return torch.softmax(self.model.network(x).double(), dim=1).numpy()
+        """``(windows, species)`` probabilities of window features (not standardised), :data:`BATCH_WINDOWS`
+        windows per forward pass (one of :meth:`feature_batches`' batches in one pass)."""
+        return window_proba(self.model.network, self.model.norm(features), batch_size=BATCH_WINDOWS)
 
 
 class Predictor:
@@ -91,7 +90,7 @@ class Predictor:
     Members with the same feature settings (seeds of one candidate) share one decoding and feature extraction.
     Members with different front ends or time expansions cut windows of different lengths: their window scores
     are put on one time grid, the shortest windows' (:meth:`windows`). The recording's probabilities are the mean
-    over members of each member's mean over its own windows (:meth:`recording`), as ``select`` scores them.
+    over members of each member's mean over its own windows (:meth:`recording_of`), as ``select`` scores them.
     """
 
     def __init__(self, model_dir: str | os.PathLike[str], hop_seconds: float | None = None) -> None:
@@ -163,7 +162,7 @@ class Predictor:
 
     def recording_of(self, totals: Totals) -> np.ndarray:
         """The recording's probabilities from :meth:`windows`' totals: the mean over members of each member's mean
-        over its own windows (as :meth:`recording`, and ``select``'s test scores)."""
+        over its own windows (as ``select``'s test scores)."""
         n = len(self.members)
         return sum(len(self.groups[c]) * (total / count) for c, (total, count) in totals.items()) / n
 
@@ -194,18 +193,6 @@ class Predictor:
                     p.append(m.proba(x))
             out += [(np.concatenate(p), starts) for p in probs]
         return out
-
-    def recording(self, path: Path) -> np.ndarray:
-        """The recording's probabilities, one feature setting's stream after the other (their windows may
-        differ): running sums, so memory holds one batch."""
-        means = []
-        for stream, ms in zip(self._streams(path), self.groups.values(), strict=True):
-            sums, n = [0.0] * len(ms), 0
-            for s, x in stream:
-                sums = [total + m.proba(x).sum(axis=0) for total, m in zip(sums, ms, strict=True)]
-                n += len(s)
-            means += [total / n for total in sums]
-        return np.mean(means, axis=0)
 
     def window_proba(self, path: Path) -> tuple[np.ndarray, list[float]]:
         """``(windows, species)`` probabilities of one recording and each window's start in seconds, whole."""

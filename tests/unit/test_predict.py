@@ -12,6 +12,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -23,7 +24,7 @@ from measure import peak_rss_mb
 from speciesclf.data import audio
 from speciesclf.features.store import FeatureStore
 from speciesclf.models.saved import WeightsError, load_model
-from speciesclf.predict import COLUMNS, Predictor
+from speciesclf.predict import COLUMNS, Predictor, predict_file
 from tiny import FREQS, SR, _train_tiny_model, tone
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,6 +116,23 @@ def test_recording_and_window_rows(model_dir: Path, predicted: Predicted, name: 
     mean = proba.mean(axis=0)
     for r in recording:
         assert float(r["probability"]) == pytest.approx(mean[predictor.species.index(r["species"])], abs=1e-5)
+
+
+def test_detections_take_the_recording_rows_without_the_window_rows(model_dir: Path, predicted: Predicted) -> None:
+    """Raven and Audacity tables write no window rows, so none are built; the recording's rows and the windows fed
+    to the detector stay the same."""
+    predictor, path = Predictor(model_dir), next(predicted.folder.rglob("long stereo 44k.wav"))
+
+    def run(window_rows: bool) -> tuple[list[tuple], list[tuple[list[float], np.ndarray]]]:
+        fed: list[tuple[list[float], np.ndarray]] = []
+        detector = SimpleNamespace(add=lambda starts, proba: fed.append((starts, proba)))
+        return predict_file(predictor, path, 2, detector=detector, window_rows=window_rows), fed  # type: ignore[arg-type]
+
+    (rows, fed), (alone, fed_alone) = run(True), run(False)
+    assert len(rows) == 2 + 2 * len(GOOD[path.name])
+    assert alone == [r for r in rows if r[1] == "recording"] and len(alone) == 2
+    assert [s for s, _ in fed_alone] == [s for s, _ in fed]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(fed_alone, fed, strict=True))
 
 
 def test_bad_files_get_one_skipped_row_and_a_line_on_stderr(predicted: Predicted) -> None:

@@ -1,2 +1,2 @@
-"""Evaluation: long-tail metrics (``metrics``), scoring a trained model (``evaluate``) and the study's report
-(``report``)."""
+"""Evaluation: long-tail metrics (``metrics``), scoring a trained model (``evaluate``), the study's report
+(``report``) and the Markdown the reports share (``markdown``)."""

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from speciesclf.detections import Detector, read_raven
+from speciesclf.evaluation.markdown import cell, head, row
 from speciesclf.predictor import Predictor
 
 __all__ = ["CURVE_COLUMNS", "GLOBAL_GRID", "measure_detection", "render_markdown", "score_events"]
@@ -182,8 +183,7 @@ def _pr(scores: dict[str, Any], level: str) -> dict[str, float]:
     return {f"{level}_{k}": scores[level][k] or 0.0 for k in ("precision", "recall", "f_measure")}
 
 
-def _cell(x: float | None) -> str:
-    return "–" if x is None else f"{x:.3f}"
+_PRF_COLUMNS = ("precision", "recall", "event-F1")  # the detection table's names of precision, recall, f_measure
 
 
 def render_markdown(metrics: dict[str, Any]) -> str:
@@ -210,13 +210,11 @@ def render_markdown(metrics: dict[str, Any]) -> str:
         f"of their own and take the pooled one), the global one chosen on "
         f"{n['tune']} other soundscapes; neither saw the held-out ones.",
         "",
-        "| thresholds | macro precision | macro recall | macro event-F1 | overall precision | overall recall "
-        "| overall event-F1 |",
-        "|---|---|---|---|---|---|---|",
+        *head(["thresholds", *(f"{level} {k}" for level in ("macro", "overall") for k in _PRF_COLUMNS)]),
     ]
     for name, m in rows:
-        cells = [_cell(m[level][k]) for level in ("macro", "overall") for k in ("precision", "recall", "f_measure")]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        cells = [cell(m[level][k]) for level in ("macro", "overall") for k in ("precision", "recall", "f_measure")]
+        lines.append(row([name, *cells]))
     gain = fitted["macro"]["f_measure"] - tuned["macro"]["f_measure"]
     verdict = "beat" if gain > 0 else "did not beat"
     spread = metrics["fitted_minus_tuned_per_soundscape"]
@@ -227,17 +225,12 @@ def render_markdown(metrics: dict[str, Any]) -> str:
         f"on {spread['better']}, the same on {spread['same']}, worse on {spread['worse']}.",
         "",
     ]
-    lines += [
-        "## Per species that call",
-        "",
-        "| species | bouts | F1 fitted | F1 tuned global |",
-        "|---|---|---|---|",
-    ]
+    lines += ["## Per species that call", "", *head(["species", "bouts", "F1 fitted", "F1 tuned global"])]
     per = metrics["per_species"]
     for name in sorted(s for s, r in per["fitted"].items() if r["bouts"]):
         g = per["tuned_global"].get(name, {})
         lines.append(
-            f"| {name} | {per['fitted'][name]['bouts']} | {_cell(per['fitted'][name]['f_measure'])} "
-            f"| {_cell(g.get('f_measure'))} |"
+            f"| {name} | {per['fitted'][name]['bouts']} | {cell(per['fitted'][name]['f_measure'])} "
+            f"| {cell(g.get('f_measure'))} |"
         )
     return "\n".join(lines) + "\n"

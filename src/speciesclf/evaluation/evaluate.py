@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from speciesclf.evaluation.metrics import HEADLINE, classification_metrics, per_class_table
 from speciesclf.evaluation.stability import stability
 from speciesclf.features.store import FeatureStore
 from speciesclf.files import atomic_dir, read_json, write_json
+from speciesclf.models.inference import probabilities, window_logits
+from speciesclf.models.losses import adjust_logits
 from speciesclf.models.saved import CARD, SavedModel, load_model
 
 __all__ = [
@@ -30,7 +31,6 @@ __all__ = [
     "evaluate_ensemble",
     "evaluate_model",
     "feature_store_of",
-    "logit_adjusted",
     "same_species",
     "save_scores",
     "score_probabilities",
@@ -75,31 +75,19 @@ def _recording_level(proba: np.ndarray, y: np.ndarray, recordings: Sequence[str]
     return sums / counts, rec_y
 
 
-def logit_adjusted(logits: torch.Tensor, train_counts: Sequence[int], tau: float) -> torch.Tensor:
-    """Post-hoc logit adjustment (Menon et al. 2021): ``z_c - tau * log(pi_c)``, ``pi`` the training prior.
-
-    logits ``(windows, species)``; ``train_counts`` ``(species,)``, each > 0. The argmax then targets the balanced
-    error (mean per-species recall) rather than accuracy, which favours the common species; ``tau = 0`` leaves the
-    logits as they are. A model trained with the logit-adjusted loss is adjusted already: keep tau 0 for it.
-    """
-    if tau == 0:
-        return logits
-    counts = torch.as_tensor(train_counts, dtype=logits.dtype)
-    return logits - tau * torch.log(counts / counts.sum())
-
-
 def window_probabilities(
     model: SavedModel, features_dir: Path, split: str, batch_size: int = 256, tau: float = 0.0
 ) -> _Windows:
-    """A model's species probabilities for each window of ``split`` in a feature store (logit-adjusted by ``tau``)."""
-    if FeatureStore(features_dir).species != model.species:
+    """A model's species probabilities for each window of ``split`` in a feature store, post-hoc logit-adjusted by
+    ``tau`` (:func:`speciesclf.models.losses.adjust_logits`; 0: the network's own logits)."""
+    store = FeatureStore(features_dir)
+    if store.species != model.species:
         raise ValueError(f"{features_dir}: its species list differs from the one the model was trained on")
-    x, y, recordings = FeatureStore(features_dir).load_split(split)
-    with torch.no_grad():
-        logits = [model.network(torch.as_tensor(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
-    # softmax in float64: probabilities that sum to one within float64 precision (sklearn checks it)
-    logits = logit_adjusted(torch.cat(logits).double(), model.card["train_counts"], tau)
-    return _Windows(torch.softmax(logits, dim=1).numpy(), np.asarray(y), list(recordings))
+    x, y, recordings = store.load_split(split)
+    logits = window_logits(model.network, x, batch_size).double()
+    if tau:  # adjusted in float64, before the softmax
+        logits = adjust_logits(logits, model.card["train_counts"], tau)
+    return _Windows(probabilities(logits), np.asarray(y), list(recordings))
 
 
 def score_probabilities(
@@ -135,7 +123,7 @@ def evaluate_model(
     model: SavedModel | None = None,
 ) -> dict[str, Any]:
     """Window- and recording-level metrics on ``split``, the per-species table, confusion pairs, training facts;
-    ``tau`` > 0 scores post-hoc logit-adjusted probabilities (:func:`logit_adjusted`). ``model``: the one in
+    ``tau`` > 0 scores post-hoc logit-adjusted probabilities (:func:`window_probabilities`). ``model``: the one in
     ``model_dir`` if already loaded (scoring a second split then loads it once)."""
     model = model or load_model(model_dir)
     try:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from speciesclf.evaluation.markdown import MISSING, cell, head, mean_sd, row
 from speciesclf.evaluation.metrics import HEADLINE
 from speciesclf.evaluation.stability import CONCENTRATED, FELL_BACK
 from speciesclf.files import write_text
@@ -146,14 +147,6 @@ def _over_seeds(metrics: dict[str, dict[str, Any]], seeds: Sequence[int]) -> dic
     return out
 
 
-def _fmt(v: Any, signed: bool = False, spec: str = ".3f") -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return format(v, ("+" if signed else "") + spec)
-    return str(v)
-
-
 def _run_order(run: str) -> tuple[int, str]:
     """The study's phases in order, then the γ sweep, Phase 3's seeds and the ensemble."""
     if run in PHASES:
@@ -183,19 +176,16 @@ def render_markdown(
 
 def _models_table(models: dict[str, Any], deltas: dict[str, Any]) -> list[str]:
     out = ["## All models (test split, window level; Δ against the baseline)", ""]
-    out.append(
-        "| run | accuracy | Δ | macro-F1 | Δ | rare F1 | Δ | common F1 | balanced acc. | top-5 | best epoch |"
-        " epochs | train s |"
-    )
-    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    columns = ["run", "accuracy", "Δ", "macro-F1", "Δ", "rare F1", "Δ", "common F1", "balanced acc.", "top-5"]
+    out += head([*columns, "best epoch", "epochs", "train s"])
     for run, m in models.items():
         d = deltas[run]
         secs = m.get("train_seconds")
         out.append(
-            f"| {run} | {_fmt(m['accuracy'])} | {_fmt(d['accuracy'], True)} | {_fmt(m['f1_macro'])} | "
-            f"{_fmt(d['f1_macro'], True)} | {_fmt(m['f1_rare'])} | {_fmt(d['f1_rare'], True)} | "
-            f"{_fmt(m['f1_common'])} | {_fmt(m['balanced_accuracy'])} | {_fmt(m['top5_accuracy'])} | "
-            f"{m.get('best_epoch', '–')} | {m.get('epochs_run', '–')} | {'–' if secs is None else f'{secs:.0f}'} |"
+            f"| {run} | {cell(m['accuracy'])} | {cell(d['accuracy'], True)} | {cell(m['f1_macro'])} | "
+            f"{cell(d['f1_macro'], True)} | {cell(m['f1_rare'])} | {cell(d['f1_rare'], True)} | "
+            f"{cell(m['f1_common'])} | {cell(m['balanced_accuracy'])} | {cell(m['top5_accuracy'])} | "
+            f"{m.get('best_epoch', MISSING)} | {m.get('epochs_run', MISSING)} | {cell(secs, spec='.0f')} |"
         )
     return out
 
@@ -205,9 +195,9 @@ def _recording_table(models: dict[str, Any]) -> list[str]:
     if not rec:
         return []
     out = ["", "## Recording level (mean of window probabilities per recording)", ""]
-    out += ["| run | recordings | accuracy | macro-F1 | rare F1 |", "|---|---|---|---|---|"]
+    out += head(["run", "recordings", "accuracy", "macro-F1", "rare F1"])
     return out + [
-        f"| {run} | {r['n_recordings']} | {_fmt(r['accuracy'])} | {_fmt(r['f1_macro'])} | {_fmt(r['f1_rare'])} |"
+        f"| {run} | {r['n_recordings']} | {cell(r['accuracy'])} | {cell(r['f1_macro'])} | {cell(r['f1_rare'])} |"
         for run, r in rec
     ]
 
@@ -215,23 +205,18 @@ def _recording_table(models: dict[str, Any]) -> list[str]:
 def _gamma_table(sweep: list[dict[str, Any]], best: dict[str, Any] | None) -> list[str]:
     if not sweep:
         return []
-    out = [
-        "",
-        "## γ sensitivity (AudioCNN + focal loss)",
-        "",
-        "| γ | val macro-F1 | accuracy | macro-F1 | rare F1 | common F1 |",
-        "|---|---|---|---|---|---|",
-    ]
+    out = ["", "## γ sensitivity (AudioCNN + focal loss)", ""]
+    out += head(["γ", "val macro-F1", "accuracy", "macro-F1", "rare F1", "common F1"])
     out += [
-        f"| {s['gamma']} | {_fmt(s['val_f1_macro'])} | {_fmt(s['accuracy'])} | {_fmt(s['f1_macro'])} "
-        f"| {_fmt(s['f1_rare'])} | {_fmt(s['f1_common'])} |"
+        f"| {s['gamma']} | {cell(s['val_f1_macro'])} | {cell(s['accuracy'])} | {cell(s['f1_macro'])} "
+        f"| {cell(s['f1_rare'])} | {cell(s['f1_common'])} |"
         for s in sweep
     ]
     if best is None:
         return out
     line = (
-        f"Best γ on validation macro-F1: **{best['gamma']}** ({_fmt(best['val_f1_macro'])}; on test, macro-F1 "
-        f"{_fmt(best['f1_macro'])}, rare {_fmt(best['f1_rare'])}, common {_fmt(best['f1_common'])})."
+        f"Best γ on validation macro-F1: **{best['gamma']}** ({cell(best['val_f1_macro'])}; on test, macro-F1 "
+        f"{cell(best['f1_macro'])}, rare {cell(best['f1_rare'])}, common {cell(best['f1_common'])})."
     )
     if best["differs"]:
         line += f" Phases 2A and 2B train with `loss.gamma` {best['default_gamma']}; `{best['command']}` re-runs them."
@@ -245,17 +230,16 @@ def _seeds_table(phase3: dict[str, Any]) -> list[str]:
         return []
     n = len(phase3["seeds"])
     out = ["", f"## Phase 3 over {n} seed{'s' * (n > 1)} (test split; mean ± standard deviation, min–max)", ""]
-    out += ["| level | accuracy | macro-F1 | rare F1 |", "|---|---|---|---|"]
+    out += head(["level", "accuracy", "macro-F1", "rare F1"])
     for level in ("window", "recording"):
         cells = [phase3[level][k] for k in _SEED_METRICS]
-        out.append(
-            f"| {level} | "
-            + " | ".join(
-                "–" if c is None else f"{c['mean']:.3f} ± {c['std']:.3f} ({c['min']:.3f}–{c['max']:.3f})" for c in cells
-            )
-            + " |"
-        )
+        out.append(row([level, *(_spread(c) for c in cells)]))
     return out
+
+
+def _spread(c: dict[str, float] | None) -> str:
+    """A score over the seeds: mean ± standard deviation (min–max)."""
+    return MISSING if c is None else f"{mean_sd(c['mean'], c['std'])} ({cell(c['min'])}–{cell(c['max'])})"
 
 
 def _ensemble_lines(ensemble: dict[str, Any] | None, models: dict[str, Any]) -> list[str]:
@@ -273,9 +257,9 @@ def _ensemble_lines(ensemble: dict[str, Any] | None, models: dict[str, Any]) -> 
         choice = "the ensemble" if val["f1_macro"] > best["f1_macro"] else best_run
         lines += [
             "",
-            f"On the validation split (recording level) the ensemble scores accuracy {_fmt(val['accuracy'])}, "
-            f"macro-F1 {_fmt(val['f1_macro'])}; its best member there, {best_run}, {_fmt(best['accuracy'])} and "
-            f"{_fmt(best['f1_macro'])}: validation prefers {choice}.",
+            f"On the validation split (recording level) the ensemble scores accuracy {cell(val['accuracy'])}, "
+            f"macro-F1 {cell(val['f1_macro'])}; its best member there, {best_run}, {cell(best['accuracy'])} and "
+            f"{cell(best['f1_macro'])}: validation prefers {choice}.",
         ]
     return lines
 
@@ -290,8 +274,8 @@ def _ensemble_summary(ensemble: dict[str, Any]) -> list[str]:
         "## Ensemble",
         "",
         f"`ensemble` averages the {level} probabilities of {members} (params `ensemble.runs`){why}: test accuracy "
-        f"{_fmt(ensemble['accuracy'])}, macro-F1 {_fmt(ensemble['f1_macro'])}, rare F1 {_fmt(ensemble['f1_rare'])}; "
-        f"recording accuracy {_fmt(rec['accuracy'])}, macro-F1 {_fmt(rec['f1_macro'])}.",
+        f"{cell(ensemble['accuracy'])}, macro-F1 {cell(ensemble['f1_macro'])}, rare F1 {cell(ensemble['f1_rare'])}; "
+        f"recording accuracy {cell(rec['accuracy'])}, macro-F1 {cell(rec['f1_macro'])}.",
     ]
 
 
@@ -303,12 +287,8 @@ def _species_table(rows: list[dict[str, Any]], all_species: bool) -> list[str]:
         "Per-species F1 (test windows), rarest species first" if all_species else "Per-species F1 of the rarest species"
     )
     out = ["", f"## {heading}", ""]
-    out.append("| species | train windows | test windows | " + " | ".join(runs) + " |")
-    out.append("|---|---|---|" + "---|" * len(runs))
-    return out + [
-        f"| {r['species']} | {r['train_count']} | {r['support']} | " + " | ".join(_fmt(r[k]) for k in runs) + " |"
-        for r in rows
-    ]
+    out += head(["species", "train windows", "test windows", *runs])
+    return out + [row([r["species"], r["train_count"], r["support"], *(cell(r[k]) for k in runs)]) for r in rows]
 
 
 def _resources_table(models: dict[str, Any]) -> list[str]:
@@ -316,13 +296,12 @@ def _resources_table(models: dict[str, Any]) -> list[str]:
     if not rows:
         return []
     out = ["", "## Resources (wall-clock and memory vary run to run)", ""]
-    out.append("| run | model | parameters | device | precision | batch | peak memory MB | s / epoch |")
-    out.append("|---|---|---|---|---|---|---|---|")
+    out += head(["run", "model", "parameters", "device", "precision", "batch", "peak memory MB", "s / epoch"])
     for run, r in rows:
-        memory = f"{_fmt(r['peak_memory_mb'], spec='.0f')} ({r['memory']})"
+        memory = f"{cell(r['peak_memory_mb'], spec='.0f')} ({r['memory']})"
         out.append(
             f"| {run} | {r['model']} | {r['parameters']:,} | {r['device']} | {r['precision']} | "
-            f"{r['batch_size']} × {r['processes']} | {memory} | {_fmt(r['seconds_per_epoch'], spec='.1f')} |"
+            f"{r['batch_size']} × {r['processes']} | {memory} | {cell(r['seconds_per_epoch'], spec='.1f')} |"
         )
     return out
 
@@ -377,9 +356,9 @@ _STABILITY_RULE = (
 def _check_text(c: dict[str, Any]) -> str:
     result = "pass" if c["pass"] else "fail"
     if c["metric"] == "stability":
-        return f"{c['run']} stable ({_fmt(c['value'])}): {result}"
-    target = f"{c['target_run']}'s {_fmt(c['target'])}" if "target_run" in c else c["target"]
-    return f"{c['run']} {c['metric']} {_fmt(c['value'])} > {target}: {result}"
+        return f"{c['run']} stable ({cell(c['value'])}): {result}"
+    target = f"{c['target_run']}'s {cell(c['target'])}" if "target_run" in c else c["target"]
+    return f"{c['run']} {c['metric']} {cell(c['value'])} > {target}: {result}"
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m speciesclf.evaluation.report") -> int:

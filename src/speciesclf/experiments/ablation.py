@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from speciesclf.evaluation.markdown import MISSING, cell, head, mean_sd, row
 from speciesclf.files import write_text
 from speciesclf.runs import PHASE3
 
@@ -99,35 +100,31 @@ def summarise(collected: dict[str, Any]) -> dict[str, Any]:
 def _cell(s: dict[str, Any], recipe: dict[str, Any], with_delta: bool) -> str:
     """mean ± sd, and the difference of the means from the recipe's."""
     if s["mean"] is None:
-        return "–"
-    delta = f" ({s['mean'] - recipe['mean']:+.3f})" if with_delta and recipe["mean"] is not None else ""
-    return f"{s['mean']:.3f} ± {s['std']:.3f}{delta}"
+        return MISSING
+    delta = f" ({cell(s['mean'] - recipe['mean'], signed=True)})" if with_delta and recipe["mean"] is not None else ""
+    return mean_sd(s["mean"], s["std"]) + delta
 
 
 def render_markdown(summary: dict[str, Any], title: str, preamble: str) -> str:
     labels = [label for label, _ in SCORES]
     out = [f"# {title}", "", preamble, ""]
-    out += ["| variant | changes against the recipe | " + " | ".join(labels) + " |", "|---" * (len(labels) + 2) + "|"]
+    out += head(["variant", "changes against the recipe", *labels])
     recipe = next(iter(summary["variants"]))
-    for variant, row in summary["variants"].items():
-        changes = ", ".join(f"`{k}={v}`" for k, v in row["changes"].items()) or "(the recipe)"
+    for variant, scored in summary["variants"].items():
+        changes = ", ".join(f"`{k}={v}`" for k, v in scored["changes"].items()) or "(the recipe)"
         cells = [
-            _cell(row["scores"][label], summary["variants"][recipe]["scores"][label], variant != recipe)
+            _cell(scored["scores"][label], summary["variants"][recipe]["scores"][label], variant != recipe)
             for label in labels
         ]
         name = f"**{variant}**" if variant == summary["chosen_on_validation"] else variant
-        out.append(f"| {name} | {changes} | " + " | ".join(cells) + " |")
+        out.append(row([name, changes, *cells]))
     out += ["", f"Chosen on validation macro-F1: **{summary['chosen_on_validation']}**.", ""]
     out += ["Per seed (validation macro-F1 / test recording accuracy / test recording macro-F1):", ""]
-    for variant, row in summary["variants"].items():
-        per = [row["scores"][label]["per_seed"] for label in labels[:3]]
-        seeds = ", ".join(f"{seed}: " + " / ".join(_fmt(p[seed]) for p in per) for seed in per[0])
+    for variant, scored in summary["variants"].items():
+        per = [scored["scores"][label]["per_seed"] for label in labels[:3]]
+        seeds = ", ".join(f"{seed}: " + " / ".join(cell(p[seed]) for p in per) for seed in per[0])
         out.append(f"- {variant}: {seeds}")
     return "\n".join(out) + "\n"
-
-
-def _fmt(v: float | None) -> str:
-    return "–" if v is None else f"{v:.3f}"
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m speciesclf.experiments.ablation") -> int:

@@ -34,6 +34,7 @@ from speciesclf.evaluation.evaluate import (
     score_probabilities,
     window_probabilities,
 )
+from speciesclf.evaluation.markdown import cell, head, mean_sd, row
 from speciesclf.features.store import FeatureStore
 from speciesclf.files import write_text
 from speciesclf.models.saved import SavedModel, load_model
@@ -173,13 +174,14 @@ def spread(scored: dict[str, dict[str, Any]], names: list[str]) -> dict[str, dic
 
 def render_markdown(summary: dict[str, Any], title: str, preamble: str) -> str:
     cols = ("val accuracy", "val macro-F1", "test accuracy", "test macro-F1", "test rare F1")
-    out = [f"# {title}", "", preamble, "", "| candidate | members | " + " | ".join(cols) + " |"]
-    out.append("|---" * (len(cols) + 2) + "|")
-    for name, row in summary["candidates"].items():
-        val, test = row["scores"]["val"], row["scores"]["test"]
+    out = [f"# {title}", "", preamble, "", *head(["candidate", "members", *cols])]
+    for name, candidate in summary["candidates"].items():
+        val, test = candidate["scores"]["val"], candidate["scores"]["test"]
         cells = (val["accuracy"], val["f1_macro"], test["accuracy"], test["f1_macro"], test["f1_rare"])
         label = f"**{name}**" if name == summary["chosen_on_validation"] else name
-        out.append(f"| {label} | {len(row['members'])} | " + " | ".join(map(_fmt, cells)) + " |")
+        out.append(
+            row([label, len(candidate["members"]), *map(cell, cells)])
+        )  # rare F1 is None when no species is rare
     chosen = summary["chosen_on_validation"]
     test = summary["candidates"][chosen]["scores"]["test"]
     out += ["", f"Chosen on validation macro-F1 (recording level): **{chosen}**; on test it scores accuracy "]
@@ -187,16 +189,12 @@ def render_markdown(summary: dict[str, Any], title: str, preamble: str) -> str:
     if "averages" in summary:
         names, s = summary["averages"]["candidates"], summary["averages"]["scores"]
         scores = "; ".join(
-            f"{split} accuracy {s[split]['accuracy']:.3f} ± {s[split]['accuracy_sd']:.3f}, "
-            f"macro-F1 {s[split]['f1_macro']:.3f} ± {s[split]['f1_macro_sd']:.3f}"
+            f"{split} accuracy {mean_sd(s[split]['accuracy'], s[split]['accuracy_sd'])}, "
+            f"macro-F1 {mean_sd(s[split]['f1_macro'], s[split]['f1_macro_sd'])}"
             for split in SPLITS
         )
         out += ["", f"Over the {len(names)} averages asked for ({', '.join(names)}), mean ± sample sd: {scores}."]
     return "\n".join(out) + "\n"
-
-
-def _fmt(v: float | None) -> str:
-    return "–" if v is None else f"{v:.3f}"  # rare F1 is None when no species is rare
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m speciesclf.experiments.combine") -> int:

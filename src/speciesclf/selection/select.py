@@ -39,6 +39,7 @@ from speciesclf.evaluation.metrics import classification_metrics
 from speciesclf.features.birdnet import BirdNETError, pretrained
 from speciesclf.features.config import FeatureConfig, Standardizer
 from speciesclf.features.store import StoreFacts, recording_features
+from speciesclf.models.inference import window_proba
 from speciesclf.models.saved import save_ensemble, save_model
 from speciesclf.predictor import Predictor
 from speciesclf.selection.folds import recording_folds
@@ -151,7 +152,8 @@ def _select_once(
     """One selection on given folds: cross-validation, the choice, the chosen model trained on the pool and written,
     then test. ``rules``: the rare-species threshold of the scores and the detection thresholds' keywords."""
     rare_threshold, threshold_rule = rules
-    probs, windows = _cross_validate(pool, folds, candidates, features, recipe, species, log)
+    windows = _cross_validate(pool, folds, candidates, features, recipe, species, log)
+    probs = {m: np.stack([w.mean(axis=0) for w in ws]) for m, ws in windows.items()}  # a recording: its windows' mean
     groups = {name: (name,) for name in candidates}
     groups |= {" + ".join(a): a for a in recipe.averages if all(n in candidates for n in a)}
     table = {
@@ -215,11 +217,10 @@ def _cross_validate(
     recipe: Recipe,
     species: list[str],
     log: Callable[[str], None],
-) -> tuple[dict[tuple[str, int], np.ndarray], dict[tuple[str, int], list[np.ndarray]]]:
-    """(candidate, seed) → out-of-fold probabilities ``(recordings, species)`` of every pool recording, and
-    (candidate, seed) → each pool recording's out-of-fold window probabilities ``(windows, species)``."""
-    probs = {(n, s): np.zeros((len(pool.ids), len(species))) for n, c in candidates.items() for s in c.seeds}
-    windows: dict[tuple[str, int], list[np.ndarray]] = {m: [np.empty(0)] * len(pool.ids) for m in probs}
+) -> dict[tuple[str, int], list[np.ndarray]]:
+    """(candidate, seed) → each pool recording's out-of-fold window probabilities ``(windows, species)``."""
+    models = [(n, s) for n, c in candidates.items() for s in c.seeds]
+    windows: dict[tuple[str, int], list[np.ndarray]] = {m: [np.empty(0)] * len(pool.ids) for m in models}
     for fold in range(recipe.folds):
         held_out = np.flatnonzero(folds == fold)
         for name, c in candidates.items():
@@ -228,8 +229,7 @@ def _cross_validate(
                 network, norm, _ = _train(c, seed, features[name], folds != fold, pool.y, species, recipe)
                 for r in held_out:
                     windows[name, seed][r] = _window_proba(network, norm, features[name], r)
-                    probs[name, seed][r] = windows[name, seed][r].mean(axis=0)
-    return probs, windows
+    return windows
 
 
 def _grid(config: FeatureConfig) -> tuple[int, int]:
@@ -278,12 +278,10 @@ def _pretrained(feats: _Features) -> dict[str, Any] | None:
     return pretrained() if feats.config.front_end == "birdnet" else None
 
 
-@torch.no_grad()
 def _window_proba(network: torch.nn.Module, norm: Standardizer, feats: _Features, recording: int) -> np.ndarray:
     """``(windows, species)`` probabilities of one pool recording's scored windows."""
     x = np.concatenate([feats.scored[i] for i in np.flatnonzero(feats.recording == recording)])
-    logits = torch.cat([network(torch.from_numpy(norm(x[i : i + 256]))) for i in range(0, len(x), 256)])
-    return torch.softmax(logits.double(), dim=1).numpy()
+    return window_proba(network, norm(x), batch_size=256)  # norm is elementwise: whole or by batch, the same values
 
 
 def _fold_scores(

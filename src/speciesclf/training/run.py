@@ -16,6 +16,7 @@ from torch import nn
 
 from speciesclf.features.store import FeatureStore, StoreFacts
 from speciesclf.models.cnn import build_model
+from speciesclf.models.inference import window_proba
 from speciesclf.models.losses import build_loss
 from speciesclf.thresholds import fit_thresholds
 from speciesclf.training import distributed
@@ -30,7 +31,6 @@ __all__ = [
     "resources",
     "train_model",
     "train_windows",
-    "window_proba",
 ]
 
 
@@ -95,18 +95,8 @@ def train_model(
     )
     if thresholds is None:
         return run
-    fitted = fit_thresholds(window_proba(run.network, x_val), y_val, facts.species, **thresholds)
+    fitted = fit_thresholds(window_proba(run.network, x_val, batch_size=256), y_val, facts.species, **thresholds)
     return replace(run, card={**run.card, "thresholds": fitted})
-
-
-@torch.no_grad()
-def window_proba(network: nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """``(windows, species)`` softmax probabilities (float64) of standardised window features, in fp32 on the
-    network's device, the network left in eval mode."""
-    network.eval()
-    device = next(network.parameters()).device
-    logits = [network(torch.as_tensor(x[i : i + batch_size]).to(device)).cpu() for i in range(0, len(x), batch_size)]
-    return torch.softmax(torch.cat(logits).double(), dim=1).numpy()
 
 
 def train_windows(
