@@ -1,2 +1,2 @@
 """Training: its settings (``config``), the loop (``trainer``), data-parallel processes (``distributed``) and one run
-of the study from features to a trained model (``train``)."""
+of the study from features to a trained model (``run``)."""
