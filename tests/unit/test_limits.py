@@ -49,28 +49,20 @@ def _refused_by_params(params: dict[str, Any], section: str, key: str, value: An
     return str(exc.value)
 
 
-@pytest.mark.parametrize(("key", "value"), _cases(FEATURE_LIMITS))
-def test_params_and_feature_config_refuse_a_feature_in_the_same_words(
-    params: dict[str, Any], key: str, value: Any
+_TRAIN_IN_PARAMS = {k: TRAIN_LIMITS[k] for k in TRAIN_LIMITS if k in SCHEMA["train"]}
+_BOTH = [("features", FEATURE_LIMITS, FeatureConfig), ("train", _TRAIN_IN_PARAMS, TrainConfig)]
+
+
+@pytest.mark.parametrize(("section", "key", "value"), [(s, k, v) for s, limits, _ in _BOTH for k, v in _cases(limits)])
+def test_params_and_the_settings_refuse_a_value_in_the_same_words(
+    params: dict[str, Any], section: str, key: str, value: Any
 ) -> None:
-    expected = refusal(f"features.{key}", value, FEATURE_LIMITS[key].rule)
-    assert _refused_by_params(params, "features", key, value) == expected
+    limits, config = next((limits, config) for s, limits, config in _BOTH if s == section)
+    expected = refusal(f"{section}.{key}", value, limits[key].rule)
+    assert _refused_by_params(params, section, key, value) == expected
+    base = params["features"] if section == "features" else {}  # FeatureConfig's rules between keys need the rest
     with pytest.raises(ValueError) as exc:
-        FeatureConfig(**{**params["features"], key: value})
-    assert str(exc.value) == expected
-
-
-_TRAIN_IN_PARAMS = [k for k in TRAIN_LIMITS if k in SCHEMA["train"]]
-
-
-@pytest.mark.parametrize(("key", "value"), _cases({k: TRAIN_LIMITS[k] for k in _TRAIN_IN_PARAMS}))
-def test_params_and_train_config_refuse_a_train_key_in_the_same_words(
-    params: dict[str, Any], key: str, value: Any
-) -> None:
-    expected = refusal(f"train.{key}", value, TRAIN_LIMITS[key].rule)
-    assert _refused_by_params(params, "train", key, value) == expected
-    with pytest.raises(ValueError) as exc:
-        TrainConfig(**{key: value})
+        config(**{**base, key: value})
     assert str(exc.value) == expected
 
 
