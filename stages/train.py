@@ -24,6 +24,7 @@ from contextlib import nullcontext
 
 from dvclive import Live
 
+from speciesclf.limits import one_of, refusal
 from speciesclf.models.cnn import MODELS
 from speciesclf.models.saved import save_model
 from speciesclf.params import ParamsError, load_params
@@ -62,7 +63,7 @@ def main() -> None:
     params = load_params()
     model_name = params["models"][args.phase]
     if model_name not in MODELS:
-        raise ParamsError(f"models.{args.phase}: got {model_name!r}; allowed: one of {', '.join(MODELS)}")
+        raise ParamsError(refusal(f"models.{args.phase}", model_name, one_of(MODELS)))
     loss = loss_recipe(params, args.phase, args.gamma)
     train = dict(params["train"])
     processes = train.pop("processes")
