@@ -129,6 +129,11 @@ class FeatureConfig:
         return 1 if self.front_end == "birdnet" else round(self.clip_samples / self.hop_length)
 
     @property
+    def train_hop_frames(self) -> int:
+        """The training hop in feature frames: how far a random crop may move a window."""
+        return round(self.train_hop_seconds * self.sample_rate / self.hop_length)
+
+    @property
     def bands(self) -> int:
         """Rows of a window's features: MFCC coefficients, mel bands for log-mel and PCEN, embedding values."""
         sizes = {"mfcc": self.n_mfcc, "birdnet": BIRDNET_EMBEDDING_SIZE}

@@ -183,12 +183,6 @@ class StoreFacts:
     norm: dict[str, Any]
     pretrained: dict[str, Any] | None = None
 
-    @property
-    def train_hop_frames(self) -> int:
-        """The training hop in feature frames: how far a random crop may move a window."""
-        f = self.features
-        return round(f["train_hop_seconds"] * f["sample_rate"] / f["hop_length"])
-
 
 class FeatureStore:
     """A feature store's folder; the one reader and writer of its files (layout: this module's docstring)."""

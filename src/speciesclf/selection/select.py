@@ -265,7 +265,7 @@ def _train(
     if augment.random_crop:
         names = [str(i) for i in files for _ in range(len(feats.train[i]))]
         positions = [k for i in files for k in range(len(feats.train[i]))]
-        chain = WindowChain.from_windows(names, positions, facts.train_hop_frames)
+        chain = WindowChain.from_windows(names, positions, feats.config.train_hop_frames)
     train = {k: v for k, v in recipe.train.items() if k not in ("threads", "processes")}
     config = TrainConfig(**train, seed=seed)
     run = train_windows(

@@ -79,7 +79,7 @@ def train_model(
     facts = store.facts
     x_train, y_train, _ = store.load_split("train")
     x_val, y_val, _ = store.load_split("val")
-    chain = _window_chain(store, facts) if augment is not None and augment.random_crop else None
+    chain = _window_chain(store) if augment is not None and augment.random_crop else None
     fingerprint_of = functools.partial(_fingerprint, features_dir=store.path, code=code)
     run = train_windows(
         Windows(x_train, y_train, chain),
@@ -207,9 +207,9 @@ def _decibel_scale(norm: dict[str, Any]) -> DecibelScale:
     return DecibelScale(torch.tensor(norm["mean"]), torch.tensor(norm["std"]))
 
 
-def _window_chain(store: FeatureStore, facts: StoreFacts) -> WindowChain:
+def _window_chain(store: FeatureStore) -> WindowChain:
     """How the training windows continue one another, for a random crop."""
-    return WindowChain.from_windows(*store.window_positions("train"), facts.train_hop_frames)
+    return WindowChain.from_windows(*store.window_positions("train"), store.config.train_hop_frames)
 
 
 def _fingerprint(run: dict[str, Any], features_dir: Path, code: Sequence[str | os.PathLike[str]]) -> str:
