@@ -1,8 +1,10 @@
 """The names params choose among, in one torch-free module: params.py validates them, the features and training
 code build what they name, and neither keeps its own copy of the list. Beside them, what a pretrained front end
-fixes (its audio, its embedding's size)."""
+fixes (its audio, its embedding's size), and the range of each key a loss reads."""
 
 from __future__ import annotations
+
+from speciesclf.limits import Limit
 
 __all__ = [
     "AUDIO_FORMATS",
@@ -10,6 +12,7 @@ __all__ = [
     "DEVICES",
     "FRONT_ENDS",
     "LOSSES",
+    "LOSS_LIMITS",
     "PORTABLE",
     "PRECISIONS",
     "PRETRAINED_AUDIO",
@@ -37,4 +40,13 @@ LOSSES: dict[str, tuple[str, ...]] = {
     "class_weighted": ("power",),
     "logit_adjusted": ("tau",),
     "balanced_softmax": (),
+}
+# each loss key's range, wherever a loss is given: params.yaml's `loss`, `phase1` and `phase3` sections and a
+# recipe's candidates (the loss functions check only what their formula needs, e.g. tau >= 0)
+LOSS_LIMITS: dict[str, Limit] = {
+    "gamma": Limit(0, 100),
+    "tau": Limit(0, 10),
+    "power": Limit(0, 4),
+    "beta": Limit(0, 1, upper_open=True),
+    "label_smoothing": Limit(0, 1, upper_open=True),
 }

@@ -13,13 +13,21 @@ from typing import Any
 
 import yaml
 
-from speciesclf.choices import AUDIO_FORMATS, DEVICES, FRONT_ENDS, LOSSES, PRECISIONS, THRESHOLD_RULES
+from speciesclf.choices import AUDIO_FORMATS, DEVICES, FRONT_ENDS, LOSS_LIMITS, LOSSES, PRECISIONS, THRESHOLD_RULES
 from speciesclf.features.config import FEATURE_LIMITS, FeatureConfig, broken_feature_rule
 from speciesclf.limits import Limit, one_of, refusal
 from speciesclf.runs import GROUPS, runs_of
 from speciesclf.training.config import TRAIN_LIMITS
 
-__all__ = ["ParamsError", "check_features", "check_section", "load_params", "phase3_features", "validate"]
+__all__ = [
+    "ParamsError",
+    "check_features",
+    "check_given",
+    "check_section",
+    "load_params",
+    "phase3_features",
+    "validate",
+]
 
 
 class ParamsError(ValueError):
@@ -58,7 +66,7 @@ def _choice(*options: str) -> Rule:
 
 
 def _gammas(v: list[Any]) -> bool:
-    return len(v) > 0 and all(isinstance(g, int | float) and not isinstance(g, bool) and 0 <= g < 100 for g in v)
+    return len(v) > 0 and all(LOSS_LIMITS["gamma"].admits(g) for g in v)
 
 
 def _groups(v: list[Any]) -> bool:
@@ -120,15 +128,15 @@ SCHEMA: dict[str, Any] = {
         "seed": _int(0, 2**32 - 1),
     },
     "loss": {
-        "gamma": _num(0, 100),
+        "gamma": _limited(LOSS_LIMITS["gamma"]),
         "alpha": Rule(
             (int, float, str),
             lambda v: v == "balanced" if isinstance(v, str) else 0 < v <= 100,
             "a number > 0, 'balanced', or null",
             optional=True,
         ),
-        "beta": _num(0, 1, hi_open=True),
-        "label_smoothing": _num(0, 1, hi_open=True),
+        "beta": _limited(LOSS_LIMITS["beta"]),
+        "label_smoothing": _limited(LOSS_LIMITS["label_smoothing"]),
     },
     "models": {
         "baseline": _MODEL,
@@ -145,15 +153,12 @@ SCHEMA: dict[str, Any] = {
         "threads": _int(0, 1024),
         "processes": _int(1, 1024),
     },
-    "phase1": {"power": _num(0, 4)},
-    "gamma_sweep": {"gammas": Rule((list,), _gammas, "a non-empty list of numbers in [0, 100)")},
+    "phase1": {"power": _limited(LOSS_LIMITS["power"])},
+    "gamma_sweep": {"gammas": Rule((list,), _gammas, f"a non-empty list, each {LOSS_LIMITS['gamma'].rule}")},
     "phase3": {
         "features": Rule((dict,), allowed="a mapping of `features` keys to the values phase 3 uses instead"),
         "loss": _choice(*LOSSES),
-        "gamma": _num(0, 100),
-        "tau": _num(0, 10),
-        "power": _num(0, 4),
-        "label_smoothing": _num(0, 1, hi_open=True),
+        **{key: _limited(LOSS_LIMITS[key]) for key in ("gamma", "tau", "power", "label_smoothing")},
         "seeds": Rule((list,), _seeds, "a non-empty list of distinct integers from 0 to 2**32 - 1"),
     },
     "augment": {
@@ -262,6 +267,16 @@ def check_section(values: dict[str, Any], section: str, prefix: str) -> None:
     """Check one section's values (``section`` of :data:`SCHEMA`) given elsewhere, e.g. in a recipe; messages name
     the keys with ``prefix``."""
     _walk(values, SCHEMA[section], prefix)
+
+
+def check_given(values: dict[str, Any], section: str, prefix: str) -> None:
+    """Check the keys given of one section, each by its rule, where the others keep their defaults (a recipe's
+    ``augment``); messages name the keys with ``prefix``."""
+    rules = SCHEMA[section]
+    for key in values:
+        if key not in rules:
+            raise ParamsError(f"{prefix}{key}: unknown key; allowed: {', '.join(sorted(rules))}")
+    _walk(values, {key: rules[key] for key in values}, prefix)
 
 
 def check_features(feats: dict[str, Any], where: str) -> None:

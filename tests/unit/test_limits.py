@@ -1,6 +1,7 @@
 """Tests for speciesclf.limits, and that params.py and the settings classes refuse every value in the same words:
 each limit of FEATURE_LIMITS and TRAIN_LIMITS is crossed once through a whole params file (the repository's
-params.yaml) and once through FeatureConfig or TrainConfig."""
+params.yaml) and once through FeatureConfig or TrainConfig; each of LOSS_LIMITS once through every params section
+that sets the key and once through a recipe's candidate."""
 
 from __future__ import annotations
 
@@ -11,10 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from speciesclf.choices import LOSS_LIMITS, LOSSES
 from speciesclf.features.config import FEATURE_LIMITS, FeatureConfig
 from speciesclf.limits import Limit, one_of, refusal
+from speciesclf.models.cnn import MODELS
 from speciesclf.params import SCHEMA, ParamsError, load_params, validate
+from speciesclf.selection.recipe import RecipeError, load_recipe
 from speciesclf.training.config import TRAIN_LIMITS, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,6 +69,37 @@ def test_params_and_the_settings_refuse_a_value_in_the_same_words(
     with pytest.raises(ValueError) as exc:
         config(**{**base, key: value})
     assert str(exc.value) == expected
+
+
+_LOSS_SECTIONS = [(s, k) for s in ("loss", "phase1", "phase3") for k in SCHEMA[s] if k in LOSS_LIMITS]
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"), [(s, k, v) for s, k in _LOSS_SECTIONS for v in _outside(LOSS_LIMITS[k])]
+)
+def test_params_and_a_recipe_refuse_a_loss_value_in_the_same_words(
+    params: dict[str, Any], tmp_path: Path, section: str, key: str, value: Any
+) -> None:
+    assert _refused_by_params(params, section, key, value) == refusal(f"{section}.{key}", value, LOSS_LIMITS[key].rule)
+    name = next((n for n, keys in LOSSES.items() if key in keys), "focal")  # label_smoothing: any loss reads it
+    if key not in ("label_smoothing", *LOSSES[name]):
+        return  # beta: a key of the study's `loss` section only, which no recipe loss reads
+    recipe = tmp_path / "recipe.yaml"
+    loss = {"name": name, key: value}
+    recipe.write_text(yaml.safe_dump({"folds": 2, "candidates": {"x": {"model": "AudioCNN", "loss": loss}}}))
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(recipe, params, MODELS, ())
+    assert str(exc.value) == f"{recipe}: " + refusal(f"candidates.x.loss.{key}", value, LOSS_LIMITS[key].rule)
+
+
+def test_every_loss_key_params_sets_has_its_limit() -> None:
+    for section, key in _LOSS_SECTIONS:
+        assert SCHEMA[section][key].allowed == LOSS_LIMITS[key].rule, (section, key)
+    assert {k for keys in LOSSES.values() for k in keys} | {"label_smoothing"} <= set(LOSS_LIMITS)
+    gammas = copy.deepcopy(load_params(ROOT / "params.yaml"))
+    gammas["gamma_sweep"]["gammas"] = [1.0, LOSS_LIMITS["gamma"].upper + 1]
+    with pytest.raises(ParamsError, match=LOSS_LIMITS["gamma"].rule):
+        validate(gammas)
 
 
 @pytest.mark.parametrize(("key", "value"), _cases({k: v for k, v in TRAIN_LIMITS.items() if k not in SCHEMA["train"]}))

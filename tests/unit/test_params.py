@@ -303,7 +303,7 @@ def test_an_ensemble_needs_two_runs() -> None:
     validate(params)
 
 
-@pytest.mark.parametrize("gammas", [[], [-1.0], [1.0, 100.0], [1.0, "2"], [True], 2.0, None])
+@pytest.mark.parametrize("gammas", [[], [-1.0], [1.0, 100.5], [1.0, "2"], [True], 2.0, None])
 def test_bad_gammas(gammas: Any) -> None:
     message = _error(_with("gamma_sweep.gammas", gammas))
     assert message.startswith("gamma_sweep.gammas:")

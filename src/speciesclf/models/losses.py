@@ -97,6 +97,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from speciesclf.choices import LOSSES
+from speciesclf.limits import one_of, refusal
 
 __all__ = [
     "BalancedSoftmaxLoss",
@@ -545,8 +546,7 @@ def adjust_logits(logits: Tensor, class_counts: CountsLike, tau: float = 1.0) ->
     tau_f = _check_tau(tau)
     dtype = torch.promote_types(logits.dtype, torch.float32)
     counts = _check_class_counts(class_counts)
-    # log(n / N), not _log_prior's log n - log N (their last bits differ): the arithmetic evaluation scores with
-    log_prior = _per_class(torch.log(counts / counts.sum()), logits.shape[-1], logits, dtype)
+    log_prior = _per_class(_log_prior(counts), logits.shape[-1], logits, dtype)
     return logits.to(dtype) - tau_f * log_prior
 
 
@@ -693,7 +693,7 @@ def build_loss(loss: dict[str, Any] | None, train_counts: Sequence[int]) -> nn.M
     if name == "balanced_softmax":
         return BalancedSoftmaxLoss(train_counts, label_smoothing=smoothing)
     if name != "focal":
-        raise ValueError(f"loss.name: got {name!r}; expected one of {', '.join(LOSSES)}")
+        raise ValueError(refusal("loss.name", name, one_of(LOSSES)))
     common = {"gamma": float(loss["gamma"]), "label_smoothing": smoothing}
     if loss.get("alpha") == "balanced":
         return FocalLoss.balanced(train_counts, beta=float(loss.get("beta", 0.999)), **common)

@@ -33,8 +33,9 @@ from typing import Any
 
 import yaml
 
-from speciesclf.choices import LOSSES
-from speciesclf.params import ParamsError, check_features, check_section
+from speciesclf.choices import LOSS_LIMITS, LOSSES
+from speciesclf.limits import refusal
+from speciesclf.params import ParamsError, check_features, check_given, check_section
 
 __all__ = ["Candidate", "Recipe", "RecipeError", "load_recipe"]
 
@@ -136,6 +137,7 @@ def _candidate(
         raise _Bad(f"{key}.model", f"got {model!r}; expected one of {', '.join(models)}")
     loss = _loss(spec.get("loss", {"name": "cross_entropy"}), f"{key}.loss")
     augment = _mapping(spec.get("augment", {}), f"{key}.augment", set(augment_keys))
+    check_given(augment, "augment", f"{key}.augment.")  # params.yaml's rules: a bad value stops before training
     seeds = spec.get("seeds", [params["seed"]])
     if (
         not isinstance(seeds, list)
@@ -154,8 +156,8 @@ def _loss(spec: Any, key: str) -> dict[str, Any]:
     allowed = {"name", "label_smoothing", *LOSSES[spec["name"]]}
     _mapping(spec, key, allowed)
     for k, v in spec.items():
-        if k != "name" and (not isinstance(v, int | float) or isinstance(v, bool) or v < 0):
-            raise _Bad(f"{key}.{k}", f"got {v!r}; expected a number >= 0")
+        if k != "name" and not LOSS_LIMITS[k].admits(v):  # the ranges params.yaml's loss sections keep
+            raise ParamsError(refusal(f"{key}.{k}", v, LOSS_LIMITS[k].rule))
     return {"label_smoothing": 0.0, **spec}
 
 

@@ -71,6 +71,19 @@ def test_a_recipe_overrides_the_params_it_names_and_keeps_the_rest(tmp_path: Pat
         ({"candidates": {"x": {"model": "AudioCNN", "loss": {"name": "focal", "tau": 1}}}}, "x.loss.tau: unknown key"),
         ({"candidates": {"x": {"model": "AudioCNN", "loss": {"name": "focal", "gamma": -1}}}}, "x.loss.gamma: got -1"),
         ({"candidates": {"x": {"model": "AudioCNN", "augment": {"mask": 3}}}}, "candidates.x.augment.mask: unknown"),
+        (
+            {"candidates": {"x": {"model": "AudioCNN", "loss": {"name": "focal", "label_smoothing": 1.5}}}},
+            "candidates.x.loss.label_smoothing: got 1.5; allowed: a number >= 0 and < 1",
+        ),
+        (
+            {"candidates": {"x": {"model": "AudioCNN", "augment": {"freq_mask": -3}}}},
+            "candidates.x.augment.freq_mask: got -3; allowed: an integer >= 0",
+        ),
+        (
+            {"candidates": {"x": {"model": "AudioCNN", "augment": {"mixup_prob": 7}}}},
+            "candidates.x.augment.mixup_prob: got 7; allowed: a number >= 0 and <= 1",
+        ),
+        ({"candidates": {"x": {"model": "AudioCNN", "augment": {"random_crop": 1}}}}, "random_crop: got 1; allowed"),
         ({"candidates": {"x": {"model": "AudioCNN", "seeds": [1, 1]}}}, "candidates.x.seeds: got [1, 1]"),
         ({"averages": [["mfcc", "nope"]]}, "averages[0]: 'nope' is not a candidate"),
         ({"averages": [["mfcc"]]}, "averages[0]: got ['mfcc']; expected a list of two or more"),

@@ -443,5 +443,5 @@ def test_build_loss_without_a_name_is_the_studys_focal_loss_and_a_bad_name_is_re
     from speciesclf.models.losses import FocalLoss, build_loss
 
     assert isinstance(build_loss({"gamma": 2.0, "alpha": 0.25, "beta": 0.999}, COUNTS), FocalLoss)
-    with pytest.raises(ValueError, match=r"^loss\.name: got 'focall'; expected one of cross_entropy, focal, "):
+    with pytest.raises(ValueError, match=r"^loss\.name: got 'focall'; allowed: one of cross_entropy, focal, "):
         build_loss({"name": "focall"}, COUNTS)
