@@ -94,7 +94,7 @@ def load_recipe(
         raise RecipeError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     try:
         return _recipe(path, raw, params, models, augment_keys)
-    except (_Bad, ParamsError) as exc:  # ParamsError: a features or train key, by the params rules
+    except (_Bad, ParamsError) as exc:  # ParamsError: a value params.yaml also sets, by its rules
         raise RecipeError(f"{path}: {exc}") from None
 
 
